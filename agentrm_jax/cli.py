@@ -1,0 +1,101 @@
+"""The `agentrm` command.
+
+    agentrm generate --prompt "..."      sample from the bundled SmolLM2 (or --model PATH)
+    agentrm bench models                 ours vs transformers+torch, forward and decode
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from agentrm_jax.models import bundled_model_path, from_pretrained
+    from agentrm_jax.sampling import Sampler
+
+    path = args.model or bundled_model_path()
+    t0 = time.perf_counter()
+    model, tokenizer = from_pretrained(path, dtype=args.dtype)
+    t_load = time.perf_counter() - t0
+    prompt = args.prompt if args.raw else [{"role": "user", "content": args.prompt}]
+    sampler = Sampler(model, tokenizer)
+    t0 = time.perf_counter()
+    rows = sampler.generate([prompt], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                            top_p=args.top_p, top_k=args.top_k, n=args.n, stop=tuple(args.stop), seed=args.seed)
+    t_gen = time.perf_counter() - t0
+    for i, completion in enumerate(rows[0]):
+        if args.n > 1:
+            print(f"--- sample {i} ({completion.finish_reason}) ---")
+        print(completion.text)
+    tokens = sampler.stats.generated_tokens
+    print(f"[{tokens} tokens in {t_gen:.2f} s ({tokens / t_gen:.1f} tokens/s, compile included); "
+          f"model loaded in {t_load:.2f} s from {path}]", file=sys.stderr)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.what != "models":
+        raise SystemExit(f"unknown benchmark {args.what!r}; available: models")
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_models.py"
+    if not script.exists():
+        raise SystemExit(f"{script} not found: `agentrm bench` runs from a source checkout")
+    spec = importlib.util.spec_from_file_location("bench_models", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(args.rest)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentrm",
+        description="agentrm_jax: reward models that guide LLM agents (AgentRM, arXiv 2502.18407), in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="sample a completion from a model (default: bundled SmolLM2-135M)",
+                         description="Sample completions with the jitted KV-cache sampler. The prompt is sent "
+                                     "as one user turn through the model's chat template unless --raw.")
+    gen.add_argument("--prompt", required=True, help="the user message (or raw text with --raw)")
+    gen.add_argument("--model", default=None,
+                     help="HF model directory (config.json + *.safetensors) or .gguf file; "
+                          "default: the bundled SmolLM2-135M-Instruct GGUF")
+    gen.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate at most (default 64)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
+    gen.add_argument("-n", type=int, default=1, help="completions to sample (they share one prefill)")
+    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    gen.add_argument("--raw", action="store_true", help="use the prompt verbatim, without the chat template")
+    gen.set_defaults(func=_cmd_generate)
+
+    bench = sub.add_parser("bench", help="benchmarks: `agentrm bench models [options]` (see --help there)",
+                           description="Runs scripts/bench_models.py: our forward and decode vs "
+                                       "transformers+torch on the same CPU, in one run.")
+    bench.add_argument("what", choices=["models"])
+    bench.add_argument("--json", action="store_true", help="also print the results as JSON")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to scripts/bench_models.py")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"agentrm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

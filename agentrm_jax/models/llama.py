@@ -1,0 +1,304 @@
+"""Flax NNX decoder for the Llama family (Llama, Llama-3, Qwen2, SmolLM2).
+
+Padding contract: `attention_mask` [B, T] marks real tokens (1) and padding (0);
+left and right padding are both fine. Positions come from the mask's cumulative
+sum, never from `arange`, so a left-padded row gets the same positions, and the
+same logits at its real tokens, as the unpadded row. Masks are never derived from
+`input_ids == pad_id` (SmolLM2's pad token is its EOS).
+
+Numerics: parameters live in `param_dtype`, matmuls run in `dtype`; RMSNorm,
+RoPE, attention scores and softmax run in float32 whatever `dtype` is.
+
+Every parameter carries `logical_axes` metadata (e.g. ("embed", "mlp")); the
+rules table in `sharding.py` maps those names to mesh axes. Nothing here names a
+mesh axis.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from agentrm_jax.models.config import ModelConfig, rope_inverse_frequencies
+
+# Finite, so a fully padded row gives a uniform softmax instead of NaN.
+_MASK_VALUE = -1e30
+
+
+def _param(rngs: nnx.Rngs | None, shape, axes, init, param_dtype) -> nnx.Param:
+    """A parameter with its logical axis names; `rngs=None` skips random init (zeros)."""
+    if rngs is None:
+        value = jnp.zeros(shape, param_dtype)
+    else:
+        value = init(rngs.params(), shape, param_dtype)
+    return nnx.Param(value, logical_axes=tuple(axes))
+
+
+_normal = jax.nn.initializers.normal(0.02)
+_zeros = jax.nn.initializers.zeros
+_ones = jax.nn.initializers.ones
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Per-layer keys and values of the tokens seen so far.
+
+    Slots are shared by all rows: a call writes its T tokens at slots
+    [index, index + T) of every row, so left-padded prompts keep working.
+    """
+
+    keys: tuple[jax.Array, ...]  # per layer [B, S, K, Dh]
+    values: tuple[jax.Array, ...]  # per layer [B, S, K, Dh]
+    mask: jax.Array  # [B, S] bool: slot holds a real token
+    index: jax.Array  # [] int32: next slot to write
+
+    @classmethod
+    def empty(cls, config: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> "KVCache":
+        shape = (batch, length, config.num_kv_heads, config.head_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+        return cls(keys=zeros, values=zeros, mask=jnp.zeros((batch, length), bool),
+                   index=jnp.zeros((), jnp.int32))
+
+    @property
+    def length(self) -> int:
+        return self.mask.shape[1]
+
+    def pad_to(self, length: int) -> "KVCache":
+        """The same cache with `length` slots (extra slots empty); `length` is static."""
+        extra = length - self.length
+        if extra < 0:
+            raise ValueError(f"cannot shrink a KV cache from {self.length} to {length} slots")
+        pad4 = ((0, 0), (0, extra), (0, 0), (0, 0))
+        return self.replace(
+            keys=tuple(jnp.pad(k, pad4) for k in self.keys),
+            values=tuple(jnp.pad(v, pad4) for v in self.values),
+            mask=jnp.pad(self.mask, ((0, 0), (0, extra))),
+        )
+
+    def repeat(self, n: int) -> "KVCache":
+        """Each row repeated n times ([B, ...] -> [B * n, ...], row-major): n samples share a prefill."""
+        rep = functools.partial(jnp.repeat, repeats=n, axis=0)
+        return self.replace(keys=tuple(map(rep, self.keys)), values=tuple(map(rep, self.values)),
+                            mask=rep(self.mask))
+
+
+def positions_from_mask(mask: jax.Array) -> jax.Array:
+    """Token positions [B, T] int32: index among the row's real tokens (0 at padding)."""
+    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def rope_tables(positions: jax.Array, inv_freq: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos, sin [B, T, Dh // 2] in float32 for integer positions [B, T]."""
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, Dh/2]
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotates x [B, T, H, Dh] (HF half-split layout) by cos/sin [B, T, Dh/2]; f32 math."""
+    x32 = x.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    x1, x2 = x32[..., :half], x32[..., half:]
+    c, s = cos[:, :, None, :], sin[:, :, None, :]
+    return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(x.dtype)
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm over the last axis, statistics in float32, output in x's dtype."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return weight.astype(x.dtype) * normed.astype(x.dtype)
+
+
+def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:
+    """Grouped-query attention without materialising repeated KV heads.
+
+    q [B, T, H, Dh], k/v [B, S, K, Dh] with H = K * G, allowed [B, T, S] bool.
+    Returns [B, T, H, Dh] in q's dtype; scores and softmax in float32.
+    """
+    b, t, h, dh = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(b, t, kv_heads, h // kv_heads, dh)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (dh ** -0.5)
+    scores = jnp.where(allowed[:, None, None, :, :], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, dh)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, size: int, eps: float, *, param_dtype, rngs: nnx.Rngs | None):
+        self.weight = nnx.Param(jnp.ones((size,), param_dtype), logical_axes=("norm",))
+        self.eps = eps
+
+    def __call__(self, x):
+        return rms_norm(x, self.weight[...], self.eps)
+
+
+class Attention(nnx.Module):
+    """Projections of one attention block; the math is `grouped_attention`."""
+
+    def __init__(self, config: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs | None):
+        d, h, k, dh = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        p = functools.partial(_param, rngs, param_dtype=param_dtype)
+        self.q_proj = p((d, h, dh), ("embed", "heads", "head_dim"), _normal)
+        self.k_proj = p((d, k, dh), ("embed", "kv_heads", "head_dim"), _normal)
+        self.v_proj = p((d, k, dh), ("embed", "kv_heads", "head_dim"), _normal)
+        self.o_proj = p((h, dh, d), ("heads", "head_dim", "embed"), _normal)
+        if config.qkv_bias:
+            self.q_bias = p((h, dh), ("heads", "head_dim"), _zeros)
+            self.k_bias = p((k, dh), ("kv_heads", "head_dim"), _zeros)
+            self.v_bias = p((k, dh), ("kv_heads", "head_dim"), _zeros)
+        if config.o_bias:
+            self.o_bias = p((d,), ("embed",), _zeros)
+        self.config = config
+        self.dtype = dtype
+
+    def project_qkv(self, x):
+        """x [B, T, D] -> q [B, T, H, Dh], k, v [B, T, K, Dh] (before RoPE)."""
+        cast = lambda w: w[...].astype(self.dtype)
+        q = jnp.einsum("btd,dhk->bthk", x, cast(self.q_proj))
+        k = jnp.einsum("btd,dhk->bthk", x, cast(self.k_proj))
+        v = jnp.einsum("btd,dhk->bthk", x, cast(self.v_proj))
+        if self.config.qkv_bias:
+            q, k, v = q + cast(self.q_bias), k + cast(self.k_bias), v + cast(self.v_bias)
+        return q, k, v
+
+    def project_out(self, attn):
+        """attn [B, T, H, Dh] -> [B, T, D]."""
+        out = jnp.einsum("bthk,hkd->btd", attn, self.o_proj[...].astype(self.dtype))
+        if self.config.o_bias:
+            out = out + self.o_bias[...].astype(self.dtype)
+        return out
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs | None):
+        d, f = config.hidden_size, config.intermediate_size
+        p = functools.partial(_param, rngs, param_dtype=param_dtype)
+        self.gate_proj = p((d, f), ("embed", "mlp"), _normal)
+        self.up_proj = p((d, f), ("embed", "mlp"), _normal)
+        self.down_proj = p((f, d), ("mlp", "embed"), _normal)
+        if config.mlp_bias:
+            self.gate_bias = p((f,), ("mlp",), _zeros)
+            self.up_bias = p((f,), ("mlp",), _zeros)
+            self.down_bias = p((d,), ("embed",), _zeros)
+        self.mlp_bias = config.mlp_bias
+        self.dtype = dtype
+
+    def __call__(self, x):
+        cast = lambda w: w[...].astype(self.dtype)
+        gate = x @ cast(self.gate_proj)
+        up = x @ cast(self.up_proj)
+        if self.mlp_bias:
+            gate, up = gate + cast(self.gate_bias), up + cast(self.up_bias)
+        out = (jax.nn.silu(gate) * up) @ cast(self.down_proj)
+        if self.mlp_bias:
+            out = out + cast(self.down_bias)
+        return out
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, config: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs | None):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
+        self.attn = Attention(config, **kw)
+        self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, param_dtype=param_dtype,
+                                      rngs=rngs)
+        self.mlp = MLP(config, **kw)
+
+    def __call__(self, x, cos, sin, allowed, cache_kv, cache_index):
+        """x [B, T, D]; cache_kv None or (k, v) [B, S, K, Dh]. Returns (x, (k, v))."""
+        q, k, v = self.attn.project_qkv(self.input_norm(x))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache_kv is not None:
+            k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k.astype(cache_kv[0].dtype), cache_index, 1)
+            v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v.astype(cache_kv[1].dtype), cache_index, 1)
+        attn = grouped_attention(q, k.astype(q.dtype), v.astype(q.dtype), allowed)
+        x = x + self.attn.project_out(attn)
+        x = x + self.mlp(self.post_attn_norm(x))
+        return x, (k, v)
+
+
+class LlamaForCausalLM(nnx.Module):
+    """Decoder-only LM. `model(ids, mask)` -> logits [B, T, V] (float32).
+
+    With `cache=`, returns `(logits, new_cache)` and reads/writes the KV cache:
+    the T new tokens go to slots [cache.index, cache.index + T), and `attention_mask`
+    [B, T] marks which of them are real.
+    """
+
+    def __init__(self, config: ModelConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs | None = None):
+        self.config = config
+        self.dtype = jnp.dtype(dtype)
+        kw = dict(dtype=self.dtype, param_dtype=param_dtype, rngs=rngs)
+        self.embed = _param(rngs, (config.vocab_size, config.hidden_size), ("vocab", "embed"), _normal,
+                            param_dtype)
+        self.layers = nnx.List([DecoderLayer(config, **kw) for _ in range(config.num_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
+        if not config.tie_word_embeddings:
+            self.lm_head = _param(rngs, (config.hidden_size, config.vocab_size), ("embed", "vocab"), _normal,
+                                  param_dtype)
+
+    def __call__(self, input_ids, attention_mask, cache: KVCache | None = None):
+        hidden, new_cache = self.backbone(input_ids, attention_mask, cache)
+        logits = self.logits(hidden)
+        return logits if cache is None else (logits, new_cache)
+
+    def logits(self, hidden):
+        """hidden [..., D] (final-normed) -> logits [..., V] in float32."""
+        if self.config.tie_word_embeddings:
+            w = self.embed[...].astype(self.dtype)
+            out = jnp.einsum("...d,vd->...v", hidden, w, preferred_element_type=jnp.float32)
+        else:
+            out = jnp.einsum("...d,dv->...v", hidden, self.lm_head[...].astype(self.dtype),
+                             preferred_element_type=jnp.float32)
+        return out.astype(jnp.float32)
+
+    def backbone(self, input_ids, attention_mask, cache: KVCache | None = None):
+        """Final-normed hidden states [B, T, D] and the updated cache (None without one)."""
+        if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+            raise ValueError(f"input_ids and attention_mask must both be [batch, time], got "
+                             f"{input_ids.shape} and {attention_mask.shape}")
+        t = input_ids.shape[1]
+        mask = attention_mask.astype(bool)
+        if cache is None:
+            positions = positions_from_mask(mask)
+            query_slots = jnp.arange(t)
+            key_mask, key_slots, index = mask, jnp.arange(t), 0
+        else:
+            index = cache.index
+            key_mask = jax.lax.dynamic_update_slice_in_dim(cache.mask, mask, index, 1)
+            positions = jax.lax.dynamic_slice_in_dim(positions_from_mask(key_mask), index, t, 1)
+            query_slots = index + jnp.arange(t)
+            key_slots = jnp.arange(cache.length)
+        allowed = key_mask[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])  # [B,T,S]
+        inv_freq = np.asarray(rope_inverse_frequencies(self.config), np.float32)  # constant
+        cos, sin = rope_tables(positions, inv_freq)
+
+        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            cache_kv = None if cache is None else (cache.keys[i], cache.values[i])
+            x, (k, v) = layer(x, cos, sin, allowed, cache_kv, index)
+            new_keys.append(k)
+            new_values.append(v)
+        hidden = self.norm(x)
+        if cache is None:
+            return hidden, None
+        return hidden, cache.replace(keys=tuple(new_keys), values=tuple(new_values), mask=key_mask,
+                                     index=index + t)
+
+
+def init_model(config: ModelConfig, *, seed: int = 0, dtype=jnp.float32, param_dtype=jnp.float32
+               ) -> LlamaForCausalLM:
+    """A randomly initialised model (normal(0.02) weights, unit norms, zero biases)."""
+    return LlamaForCausalLM(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(params=seed))

@@ -1,0 +1,253 @@
+"""HF safetensors directories and GGUF files -> `LlamaForCausalLM`, and back.
+
+All conversion goes through one declarative table, `HF_TO_OURS`: a transformers
+tensor name (regex) -> our parameter path + a layout rule. The GGUF reader first
+turns a GGUF file into transformers names and layouts (`gguf_io.py`), so both
+formats share the table, and export (`to_hf_state_dict`) is the same table run
+backwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import nnx
+
+from agentrm_jax.models.config import ModelConfig
+from agentrm_jax.models.llama import LlamaForCausalLM
+
+# Layout rules (HF stores linear weights as [out, in]; we store [in, out] with heads split out).
+#   copy      same array
+#   linear    [out, in] -> [in, out]
+#   heads_in  [H * Dh, D] -> [D, H, Dh]         (q/k/v projections)
+#   heads_out [D, H * Dh] -> [H, Dh, D]         (output projection)
+#   reshape   [H * Dh] -> [H, Dh]               (q/k/v biases)
+HF_TO_OURS: tuple[tuple[str, str, str], ...] = (
+    # (transformers name, our parameter path, layout rule); {i} is the layer index.
+    ("model.embed_tokens.weight", "embed", "copy"),
+    ("model.norm.weight", "norm.weight", "copy"),
+    ("lm_head.weight", "lm_head", "linear"),
+    ("model.layers.{i}.input_layernorm.weight", "layers.{i}.input_norm.weight", "copy"),
+    ("model.layers.{i}.post_attention_layernorm.weight", "layers.{i}.post_attn_norm.weight", "copy"),
+    ("model.layers.{i}.self_attn.q_proj.weight", "layers.{i}.attn.q_proj", "heads_in"),
+    ("model.layers.{i}.self_attn.k_proj.weight", "layers.{i}.attn.k_proj", "heads_in"),
+    ("model.layers.{i}.self_attn.v_proj.weight", "layers.{i}.attn.v_proj", "heads_in"),
+    ("model.layers.{i}.self_attn.o_proj.weight", "layers.{i}.attn.o_proj", "heads_out"),
+    ("model.layers.{i}.self_attn.q_proj.bias", "layers.{i}.attn.q_bias", "reshape"),
+    ("model.layers.{i}.self_attn.k_proj.bias", "layers.{i}.attn.k_bias", "reshape"),
+    ("model.layers.{i}.self_attn.v_proj.bias", "layers.{i}.attn.v_bias", "reshape"),
+    ("model.layers.{i}.self_attn.o_proj.bias", "layers.{i}.attn.o_bias", "copy"),
+    ("model.layers.{i}.mlp.gate_proj.weight", "layers.{i}.mlp.gate_proj", "linear"),
+    ("model.layers.{i}.mlp.up_proj.weight", "layers.{i}.mlp.up_proj", "linear"),
+    ("model.layers.{i}.mlp.down_proj.weight", "layers.{i}.mlp.down_proj", "linear"),
+    ("model.layers.{i}.mlp.gate_proj.bias", "layers.{i}.mlp.gate_bias", "copy"),
+    ("model.layers.{i}.mlp.up_proj.bias", "layers.{i}.mlp.up_bias", "copy"),
+    ("model.layers.{i}.mlp.down_proj.bias", "layers.{i}.mlp.down_bias", "copy"),
+)
+
+
+def _template_regex(template: str) -> re.Pattern:
+    return re.compile(re.escape(template).replace(re.escape("{i}"), r"(?P<i>\d+)"))
+
+
+_FORWARD = tuple((_template_regex(hf), ours, rule) for hf, ours, rule in HF_TO_OURS)
+_BACKWARD = tuple((_template_regex(ours), hf, rule) for hf, ours, rule in HF_TO_OURS)
+# Buffers some checkpoints carry that are recomputed here.
+_IGNORED = (re.compile(r".*rotary_emb\.inv_freq"),)
+
+
+def _to_ours(hf: np.ndarray, rule: str, shape: tuple[int, ...]) -> np.ndarray:
+    if rule == "copy" or rule == "reshape":
+        return hf.reshape(shape)
+    if rule == "linear":
+        return hf.T
+    if rule in ("heads_in", "heads_out"):
+        return hf.T.reshape(shape)
+    raise AssertionError(rule)
+
+
+def _to_hf(ours: np.ndarray, rule: str) -> np.ndarray:
+    if rule == "copy":
+        return ours
+    if rule == "reshape":
+        return ours.reshape(-1)
+    if rule == "linear":
+        return ours.T
+    if rule == "heads_in":
+        return ours.reshape(ours.shape[0], -1).T
+    if rule == "heads_out":
+        return ours.reshape(-1, ours.shape[-1]).T
+    raise AssertionError(rule)
+
+
+def _translate(name: str, table) -> tuple[str, str] | None:
+    """Name in one convention -> (name in the other, layout rule), or None."""
+    for pattern, template, rule in table:
+        m = pattern.fullmatch(name)
+        if m:
+            return template.format(**m.groupdict()), rule
+    return None
+
+
+def _path_str(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def model_from_hf_tensors(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]], *,
+                          dtype="float32", param_dtype=None, source: str = "checkpoint") -> LlamaForCausalLM:
+    """Builds a model from (HF name, array) pairs without random init.
+
+    Every parameter must be provided exactly once with the right shape; unknown
+    tensors are an error naming them (`source` names the file in messages).
+    """
+    dtype = jnp.dtype(dtype)
+    param_dtype = jnp.dtype(param_dtype or dtype)
+    abstract = nnx.eval_shape(lambda: LlamaForCausalLM(config, dtype=dtype, param_dtype=param_dtype,
+                                                       rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    targets = {_path_str(path): var for path, var in nnx.to_flat_state(state)}
+    filled: set[str] = set()
+    unknown = []
+    for name, array in tensors:
+        if any(p.fullmatch(name) for p in _IGNORED):
+            continue
+        hit = _translate(name, _FORWARD)
+        if hit is None or (hit[0] == "lm_head" and config.tie_word_embeddings):
+            if hit is None:
+                unknown.append(name)
+            continue  # a tied model may still ship an lm_head copy
+        path, rule = hit
+        if path not in targets:
+            raise ValueError(f"{source}: tensor {name!r} maps to {path!r}, which this config does not have "
+                             f"(check attention_bias / mlp_bias / tie_word_embeddings in config.json)")
+        var = targets[path]
+        value = _to_ours(np.asarray(array), rule, var.shape)
+        if value.shape != var.shape:
+            raise ValueError(f"{source}: tensor {name!r} has shape {np.shape(array)}, which gives {value.shape} "
+                             f"for {path!r}; config.json implies {var.shape}")
+        var.set_value(jnp.asarray(value, param_dtype))
+        filled.add(path)
+    if unknown:
+        raise ValueError(f"{source}: {len(unknown)} tensors are not part of a {config.model_type} model: "
+                         f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    missing = sorted(set(targets) - filled)
+    if missing:
+        raise ValueError(f"{source}: missing {len(missing)} tensors, e.g. {missing[:5]}")
+    return nnx.merge(graphdef, state)
+
+
+def to_hf_state_dict(model: LlamaForCausalLM) -> dict[str, np.ndarray]:
+    """Our parameters under transformers' names and layouts (float32 numpy)."""
+    out = {}
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        hf_name, rule = _translate(_path_str(path), _BACKWARD)
+        out[hf_name] = _to_hf(np.asarray(var.get_value(), np.float32), rule)
+    return out
+
+
+def save_pretrained(model: LlamaForCausalLM, directory: str | os.PathLike) -> Path:
+    """Writes `config.json` + `model.safetensors` that transformers' AutoModelForCausalLM loads."""
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: np.ascontiguousarray(v) for k, v in to_hf_state_dict(model).items()}
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(model.config.to_hf_config(), indent=2))
+    return directory
+
+
+# ---------------------------------------------------------------- safetensors reading
+
+_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+              "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+              "BOOL": np.bool_}
+
+
+def iter_safetensors(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, array) for each tensor of one .safetensors file, memory-mapped (bf16 via ml_dtypes)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _ST_DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {info['dtype']}, which is not supported")
+        start, end = info["data_offsets"]
+        arr = data[start:end].view(_ST_DTYPES[info["dtype"]]).reshape(info["shape"])
+        yield name, arr
+
+
+def _safetensors_files(directory: Path) -> list[Path]:
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [directory / f for f in sorted(set(weight_map.values()))]
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{directory}: no *.safetensors files (and no model.safetensors.index.json); "
+                                "save the model with save_pretrained(..., safe_serialization=True)")
+    return files
+
+
+def load_model(path: str | os.PathLike, *, dtype="float32", param_dtype=None) -> LlamaForCausalLM:
+    """Model only, from an HF directory (config.json + safetensors) or a `.gguf` file."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        from agentrm_jax.models.gguf_io import read_gguf
+
+        ckpt = read_gguf(path)
+        config = ModelConfig.from_hf_config(ckpt.hf_config)
+        return model_from_hf_tensors(config, ckpt.tensors.items(), dtype=dtype, param_dtype=param_dtype,
+                                     source=str(path))
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a directory with config.json nor a .gguf file")
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{config_file} is missing; an HF model directory needs config.json")
+    config = ModelConfig.from_hf_config(json.loads(config_file.read_text()))
+
+    def tensors():
+        for f in _safetensors_files(path):
+            yield from iter_safetensors(f)
+
+    return model_from_hf_tensors(config, tensors(), dtype=dtype, param_dtype=param_dtype, source=str(path))
+
+
+def load_tokenizer(path: str | os.PathLike) -> Any:
+    """The tokenizer of an HF directory or a GGUF file (GGUF: converted once, then cached)."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        from agentrm_jax.models.gguf_io import gguf_tokenizer
+
+        return gguf_tokenizer(path)
+    from transformers import AutoTokenizer
+
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise FileNotFoundError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json); "
+                                "save one with tokenizer.save_pretrained(path) or use load_model() for weights only")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def from_pretrained(path: str | os.PathLike, *, dtype="float32", param_dtype=None):
+    """(model, tokenizer) from an HF directory or a `.gguf` file; see `load_model`."""
+    return load_model(path, dtype=dtype, param_dtype=param_dtype), load_tokenizer(path)
+
+
+def count_params(model: LlamaForCausalLM) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -1,0 +1,262 @@
+"""KV-cache sampler: one jitted prefill per prompt batch, one jitted `while_loop` decode.
+
+Shapes are bucketed so a run over many prompts compiles a bounded number of
+programs: prompts are left-padded to a power-of-two length (>= 16), the prompt
+batch is padded to a power of two, and the output buffer to a power of two of
+`max_new_tokens`. The n samples of a prompt share its prefill: the prompt's KV
+cache is computed once and repeated n times inside the prefill program.
+
+Stop strings are matched on decoded text between decode chunks (a chunk is a
+`while_loop` that runs until every row hit EOS or the chunk's step budget), so a
+string that tokenizes differently in context is still caught; the completion is
+cut before the first stop string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from agentrm_jax.models.llama import KVCache, LlamaForCausalLM
+from agentrm_jax.sampling.strategies import SamplingStrategy, select_next
+
+Prompt = str | Sequence[dict[str, str]]
+
+MIN_PROMPT_BUCKET = 16
+STOP_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
+
+
+def next_power_of_two(x: int, minimum: int = 1) -> int:
+    return max(minimum, 1 << max(0, int(x) - 1).bit_length())
+
+
+@flax.struct.dataclass
+class DecodeState:
+    """Loop carry of the decode `while_loop`. R = rows (prompts x n), N = output buffer."""
+
+    tokens: jax.Array  # [R, N] int32 generated ids (pad after a row finished)
+    lengths: jax.Array  # [R] int32 tokens generated per row, EOS included
+    done: jax.Array  # [R] bool
+    step: jax.Array  # [] int32 tokens generated so far (same for all rows)
+    logits: jax.Array  # [R, V] float32 next-token logits
+    cache: KVCache
+    key: jax.Array  # PRNG key
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "n", "cache_len"))
+def _prefill(graphdef, params, ids, mask, *, n: int, cache_len: int):
+    """ids/mask [B, P] left-padded -> (logits [B*n, V], cache [B*n, cache_len])."""
+    model: LlamaForCausalLM = nnx.merge(graphdef, params)
+    cache = KVCache.empty(model.config, ids.shape[0], ids.shape[1], model.dtype)
+    hidden, cache = model.backbone(ids, mask, cache)
+    logits = model.logits(hidden[:, -1])  # left padding: the last slot is the last real token
+    return jnp.repeat(logits, n, axis=0), cache.pad_to(cache_len).repeat(n)
+
+
+# The state is donated: the KV cache is by far the largest buffer and each chunk
+# updates it in place instead of copying it.
+@functools.partial(jax.jit, static_argnames=("graphdef", "strategy"), donate_argnames=("state",))
+def _decode(graphdef, params, state: DecodeState, until, eos_ids, pad_id, temperature, top_p, *,
+            strategy: SamplingStrategy) -> DecodeState:
+    """Generates tokens until every row is done or `step == until` ([] int32)."""
+    model: LlamaForCausalLM = nnx.merge(graphdef, params)
+
+    def cond(s: DecodeState):
+        return (s.step < until) & ~jnp.all(s.done)
+
+    def body(s: DecodeState):
+        key = jax.random.fold_in(s.key, s.step)
+        token = select_next(s.logits, key, temperature, top_p, strategy)
+        token = jnp.where(s.done, pad_id, token)
+        tokens = jax.lax.dynamic_update_slice_in_dim(s.tokens, token[:, None], s.step, 1)
+        live = ~s.done
+        lengths = s.lengths + live.astype(jnp.int32)
+        done = s.done | jnp.isin(token, eos_ids)
+        logits, cache = model(token[:, None], live[:, None], cache=s.cache)
+        return s.replace(tokens=tokens, lengths=lengths, done=done, step=s.step + 1, logits=logits[:, 0],
+                         cache=cache)
+
+    return jax.lax.while_loop(cond, body, state)
+
+
+def compile_counts() -> dict[str, int]:
+    """How many programs the prefill and decode jits hold (one per distinct shape bucket)."""
+    return {"prefill": _prefill._cache_size(), "decode": _decode._cache_size()}
+
+
+@dataclasses.dataclass
+class SamplerStats:
+    """Work done by one `Sampler` (cumulative over calls)."""
+
+    prefill_calls: int = 0  # jitted prefill invocations
+    prefill_rows: int = 0  # real prompts prefilled (each once, however many samples)
+    decode_rows: int = 0  # real sequences decoded (prompts x n)
+    generated_tokens: int = 0  # tokens produced, EOS included
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """One sampled continuation."""
+
+    text: str  # decoded, cut before any stop string, special tokens dropped
+    token_ids: tuple[int, ...]  # generated ids (EOS included if generated)
+    finish_reason: str  # "eos", "stop" or "length"
+
+
+class Sampler:
+    """Samples completions from an in-process model; see `generate` for the arguments.
+
+    Holds the model split into (graphdef, params) once, so repeated calls do no
+    NNX graph traversal; compiled programs are shared by all samplers of models
+    with the same structure.
+    """
+
+    def __init__(self, model: LlamaForCausalLM, tokenizer: Any, *, max_batch: int = 8):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.graphdef, self.params = nnx.split(model)
+        self.config = model.config
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.stats = SamplerStats()
+        eos = set(model.config.eos_token_ids)
+        if getattr(tokenizer, "eos_token_id", None) is not None:
+            eos.add(int(tokenizer.eos_token_id))
+        self.eos_ids = np.asarray(sorted(eos) or [-1], np.int32)
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad if pad is not None else self.eos_ids[0])
+
+    # ---------------------------------------------------------------- prompts
+
+    def encode(self, prompt: Prompt, index: int = 0) -> list[int]:
+        """Token ids of one prompt: a string verbatim, or chat messages through the chat template."""
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError(f"prompt {index} is empty")
+            return list(self.tokenizer(prompt)["input_ids"])
+        messages = list(prompt)
+        if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+            raise ValueError(f"prompt {index} must be a non-empty string or a non-empty list of "
+                             f"{{'role', 'content'}} messages, got {prompt!r:.200}")
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ---------------------------------------------------------------- generation
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
+                     temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, n: int = 1,
+                     stop: Sequence[str] = (), seed: int = 0) -> list[list[Completion]]:
+        """n completions for each tokenized prompt (see `generate`)."""
+        if max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        strategy = SamplingStrategy.from_args(temperature, top_p, top_k)
+        for i, ids in enumerate(prompt_ids):
+            if len(ids) == 0:
+                raise ValueError(f"prompt {i} has no tokens")
+            if len(ids) + max_new_tokens > self.config.max_position_embeddings:
+                raise ValueError(
+                    f"prompt {i} has {len(ids)} tokens + max_new_tokens={max_new_tokens} > the model's "
+                    f"max_position_embeddings={self.config.max_position_embeddings}; shorten the prompt")
+        out: list[list[Completion]] = []
+        for start in range(0, len(prompt_ids), self.max_batch):
+            batch = prompt_ids[start:start + self.max_batch]
+            out.extend(self._generate_batch(batch, max_new_tokens, strategy, temperature, top_p, n,
+                                            tuple(stop), seed + start))
+        return out
+
+    def _generate_batch(self, batch, max_new_tokens, strategy, temperature, top_p, n, stop, seed):
+        real = len(batch)
+        rows_b = next_power_of_two(real)
+        prompt_len = next_power_of_two(max(len(p) for p in batch), MIN_PROMPT_BUCKET)
+        out_len = next_power_of_two(max_new_tokens, 8)
+        ids = np.full((rows_b, prompt_len), self.pad_id, np.int32)
+        mask = np.zeros((rows_b, prompt_len), np.int32)
+        for r, p in enumerate(batch):
+            ids[r, prompt_len - len(p):] = p
+            mask[r, prompt_len - len(p):] = 1
+        logits, cache = _prefill(self.graphdef, self.params, jnp.asarray(ids), jnp.asarray(mask), n=n,
+                                 cache_len=prompt_len + out_len)
+        self.stats.prefill_calls += 1
+        self.stats.prefill_rows += real
+        rows = rows_b * n
+        done = np.repeat(np.arange(rows_b) >= real, n)  # batch-padding rows start finished
+        state = DecodeState(tokens=jnp.full((rows, out_len), self.pad_id, jnp.int32),
+                            lengths=jnp.zeros((rows,), jnp.int32), done=jnp.asarray(done),
+                            step=jnp.zeros((), jnp.int32), logits=logits, cache=cache,
+                            key=jax.random.key(seed))
+        stopped = np.zeros(rows, bool)
+        args = (jnp.asarray(self.eos_ids), jnp.int32(self.pad_id), jnp.float32(temperature),
+                jnp.float32(top_p))
+        step = 0
+        while step < max_new_tokens:
+            step = min(max_new_tokens, step + STOP_CHECK_EVERY) if stop else max_new_tokens
+            state = _decode(self.graphdef, self.params, state, jnp.int32(step), *args, strategy=strategy)
+            if stop:
+                tokens, lengths, done = jax.device_get((state.tokens, state.lengths, state.done))
+                newly = ~done & np.array([self._has_stop(tokens[r, :lengths[r]], stop) for r in range(rows)])
+                if newly.any():
+                    stopped |= newly
+                    state = state.replace(done=jnp.asarray(done | newly))
+            if bool(jax.device_get(jnp.all(state.done))):
+                break
+        tokens, lengths, done = jax.device_get((state.tokens, state.lengths, state.done))
+        results = []
+        for r in range(real):
+            row = []
+            for j in range(n):
+                k = r * n + j
+                ids_k = tuple(int(t) for t in tokens[k, :lengths[k]])
+                self.stats.generated_tokens += len(ids_k)
+                row.append(self._completion(ids_k, stop, stopped[k]))
+            results.append(row)
+        self.stats.decode_rows += real * n
+        return results
+
+    def _has_stop(self, ids, stop) -> bool:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return any(s in text for s in stop)
+
+    def _completion(self, ids: tuple[int, ...], stop: tuple[str, ...], stopped: bool) -> Completion:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = [text.find(s) for s in stop if s and s in text]
+        if cut:
+            return Completion(text=text[:min(cut)], token_ids=ids, finish_reason="stop")
+        reason = "eos" if ids and ids[-1] in set(self.eos_ids.tolist()) else "length"
+        return Completion(text=text, token_ids=ids, finish_reason=reason)
+
+    def generate(self, prompts: Sequence[Prompt], **kwargs) -> list[list[Completion]]:
+        """n completions per prompt (strings verbatim, message lists through the chat template)."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], dict)):
+            raise ValueError("prompts must be a list of prompts; wrap a single prompt in a list")
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty")
+        return self.generate_ids([self.encode(p, i) for i, p in enumerate(prompts)], **kwargs)
+
+
+def generate(model: LlamaForCausalLM, tokenizer: Any, prompts: Sequence[Prompt], *, max_new_tokens: int,
+             temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, n: int = 1,
+             stop: Sequence[str] = (), seed: int = 0) -> list[list[str]]:
+    """n completions for each prompt, as text.
+
+    prompts: strings (tokenized as they are) or chat message lists
+      (`[{"role": "user", "content": ...}]`, rendered with the tokenizer's chat
+      template and a generation prompt).
+    temperature 0 is greedy; otherwise softmax(logits / temperature), optionally
+    restricted to the top_k tokens and/or the top_p probability mass.
+    Each completion ends at EOS, before the first of `stop`, or after
+    max_new_tokens tokens. Deterministic for a given seed.
+    Returns `len(prompts)` lists of `n` strings.
+    """
+    sampler = Sampler(model, tokenizer)
+    out = sampler.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                           top_k=top_k, n=n, stop=stop, seed=seed)
+    return [[c.text for c in row] for row in out]
