@@ -16,6 +16,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from agentrm_jax.models import bundled_model_path, from_pretrained
     from agentrm_jax.sampling import Sampler
 
+    if args.max_new_tokens <= 0:  # checked before the (slow) model load
+        raise ValueError(f"--max-new-tokens must be positive, got {args.max_new_tokens} (max_new_tokens)")
+    if args.n < 1:
+        raise ValueError(f"-n must be >= 1, got {args.n}")
     path = args.model or bundled_model_path()
     t0 = time.perf_counter()
     model, tokenizer = from_pretrained(path, dtype=args.dtype)

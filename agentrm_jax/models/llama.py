@@ -60,8 +60,9 @@ class KVCache:
     @classmethod
     def empty(cls, config: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> "KVCache":
         shape = (batch, length, config.num_kv_heads, config.head_dim)
-        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
-        return cls(keys=zeros, values=zeros, mask=jnp.zeros((batch, length), bool),
+        # Distinct buffers for keys and values: a shared one could not be donated.
+        zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+        return cls(keys=zeros(), values=zeros(), mask=jnp.zeros((batch, length), bool),
                    index=jnp.zeros((), jnp.int32))
 
     @property

@@ -1,0 +1,48 @@
+"""The `agentrm` command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from agentrm_jax.cli import build_parser, main
+
+
+def test_help_explains_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "generate" in out and "bench" in out
+
+
+def test_generate_help_names_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--prompt", "--model", "--max-new-tokens", "--temperature", "--stop", "--raw"):
+        assert flag in out
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path, capsys):
+    code = main(["generate", "--prompt", "hi", "--model", str(tmp_path / "nope")])
+    assert code == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_bad_max_new_tokens_is_a_clear_error(capsys):
+    code = main(["generate", "--prompt", "hi", "--max-new-tokens", "0"])
+    assert code == 2
+    assert "max_new_tokens" in capsys.readouterr().err
+
+
+@pytest.mark.real_model
+def test_generate_on_the_bundled_model_answers():
+    result = subprocess.run([sys.executable, "-m", "agentrm_jax.cli", "generate", "--prompt",
+                             "What is the capital of France? Answer in one word.", "--max-new-tokens", "12"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    assert "tokens/s" in result.stderr
