@@ -216,7 +216,7 @@ def _parse_rope(cfg: dict[str, Any]) -> tuple[float, Llama3RopeScaling | None]:
     field = "rope_parameters" if params else "rope_scaling"
     spec = params or legacy
     theta = float(spec.get("rope_theta", cfg.get("rope_theta", 10000.0)))
-    rope_type = spec.get("rope_type", spec.get("type", "default"))
+    rope_type = spec.get("rope_type") or spec.get("type") or "default"  # v4 configs used "type"
     if rope_type == "default":
         return theta, None
     if rope_type != "llama3":
