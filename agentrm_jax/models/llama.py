@@ -52,14 +52,15 @@ class KVCache:
     [index, index + T) of every row, so left-padded prompts keep working.
     """
 
-    keys: tuple[jax.Array, ...]  # per layer [B, S, K, Dh]
-    values: tuple[jax.Array, ...]  # per layer [B, S, K, Dh]
+    # [B, K, S, Dh]: slots next to head_dim, so attention reads the cache without transposing it.
+    keys: tuple[jax.Array, ...]  # per layer [B, K, S, Dh]
+    values: tuple[jax.Array, ...]  # per layer [B, K, S, Dh]
     mask: jax.Array  # [B, S] bool: slot holds a real token
     index: jax.Array  # [] int32: next slot to write
 
     @classmethod
     def empty(cls, config: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> "KVCache":
-        shape = (batch, length, config.num_kv_heads, config.head_dim)
+        shape = (batch, config.num_kv_heads, length, config.head_dim)
         # Distinct buffers for keys and values: a shared one could not be donated.
         zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
         return cls(keys=zeros(), values=zeros(), mask=jnp.zeros((batch, length), bool),
@@ -74,7 +75,7 @@ class KVCache:
         extra = length - self.length
         if extra < 0:
             raise ValueError(f"cannot shrink a KV cache from {self.length} to {length} slots")
-        pad4 = ((0, 0), (0, extra), (0, 0), (0, 0))
+        pad4 = ((0, 0), (0, 0), (0, extra), (0, 0))
         return self.replace(
             keys=tuple(jnp.pad(k, pad4) for k in self.keys),
             values=tuple(jnp.pad(v, pad4) for v in self.values),
@@ -118,17 +119,17 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
 def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:
     """Grouped-query attention without materialising repeated KV heads.
 
-    q [B, T, H, Dh], k/v [B, S, K, Dh] with H = K * G, allowed [B, T, S] bool.
+    q [B, T, H, Dh]; k, v [B, K, S, Dh] with H = K * G; allowed [B, T, S] bool.
     Returns [B, T, H, Dh] in q's dtype; scores and softmax in float32.
     """
     b, t, h, dh = q.shape
-    kv_heads = k.shape[2]
+    kv_heads = k.shape[1]
     q = q.reshape(b, t, kv_heads, h // kv_heads, dh)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
     scores = scores * (dh ** -0.5)
     scores = jnp.where(allowed[:, None, None, :, :], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    out = jnp.einsum("bkgts,bksd->btkgd", probs, v)
     return out.reshape(b, t, h, dh)
 
 
@@ -216,12 +217,13 @@ class DecoderLayer(nnx.Module):
         self.mlp = MLP(config, **kw)
 
     def __call__(self, x, cos, sin, allowed, cache_kv, cache_index):
-        """x [B, T, D]; cache_kv None or (k, v) [B, S, K, Dh]. Returns (x, (k, v))."""
+        """x [B, T, D]; cache_kv None or (k, v) [B, K, S, Dh]. Returns (x, (k, v)), k/v [B, K, S, Dh]."""
         q, k, v = self.attn.project_qkv(self.input_norm(x))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
         if cache_kv is not None:
-            k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k.astype(cache_kv[0].dtype), cache_index, 1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v.astype(cache_kv[1].dtype), cache_index, 1)
+            k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k.astype(cache_kv[0].dtype), cache_index, 2)
+            v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v.astype(cache_kv[1].dtype), cache_index, 2)
         attn = grouped_attention(q, k.astype(q.dtype), v.astype(q.dtype), allowed)
         x = x + self.attn.project_out(attn)
         x = x + self.mlp(self.post_attn_norm(x))
