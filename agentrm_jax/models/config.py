@@ -74,6 +74,13 @@ class ModelConfig:
                 f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads} "
                 "(grouped-query attention shares each KV head among num_heads // num_kv_heads query heads)"
             )
+        # Bias layouts transformers can express (and so load back after export).
+        if self.model_type == "qwen2" and (not self.qkv_bias or self.o_bias or self.mlp_bias):
+            raise ValueError(f"qwen2 has q/k/v biases only: need qkv_bias=True, o_bias=False, mlp_bias=False, got "
+                             f"qkv_bias={self.qkv_bias}, o_bias={self.o_bias}, mlp_bias={self.mlp_bias}")
+        if self.model_type == "llama" and self.qkv_bias != self.o_bias:
+            raise ValueError(f"llama's attention_bias covers q, k, v and o together: qkv_bias={self.qkv_bias} "
+                             f"and o_bias={self.o_bias} must be equal")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
 

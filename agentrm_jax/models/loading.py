@@ -130,10 +130,11 @@ def model_from_hf_tensors(config: ModelConfig, tensors: Iterable[tuple[str, np.n
             raise ValueError(f"{source}: tensor {name!r} maps to {path!r}, which this config does not have "
                              f"(check attention_bias / mlp_bias / tie_word_embeddings in config.json)")
         var = targets[path]
+        expected = _to_hf(np.empty(var.shape, np.int8), rule).shape  # checked before any reshape
+        if tuple(np.shape(array)) != expected:
+            raise ValueError(f"{source}: tensor {name!r} has shape {tuple(np.shape(array))}, but config.json "
+                             f"implies {expected} (our {path!r} is {var.shape})")
         value = _to_ours(np.asarray(array), rule, var.shape)
-        if value.shape != var.shape:
-            raise ValueError(f"{source}: tensor {name!r} has shape {np.shape(array)}, which gives {value.shape} "
-                             f"for {path!r}; config.json implies {var.shape}")
         var.set_value(jnp.asarray(value, param_dtype))
         filled.add(path)
     if unknown:
