@@ -25,17 +25,17 @@ from flax import nnx
 from agentrm_jax.models.config import ModelConfig
 from agentrm_jax.models.llama import LlamaForCausalLM
 
-# Layout rules (HF stores linear weights as [out, in]; we store [in, out] with heads split out).
+# Layout rules. We keep transformers' [out, in] orientation (see llama.dense) and
+# only split the head axes out:
 #   copy      same array
-#   linear    [out, in] -> [in, out]
-#   heads_in  [H * Dh, D] -> [D, H, Dh]         (q/k/v projections)
-#   heads_out [D, H * Dh] -> [H, Dh, D]         (output projection)
-#   reshape   [H * Dh] -> [H, Dh]               (q/k/v biases)
+#   heads_in  [H * Dh, D] <-> [H, Dh, D]         (q/k/v projections)
+#   heads_out [D, H * Dh] <-> [D, H, Dh]         (output projection)
+#   reshape   [H * Dh] <-> [H, Dh]               (q/k/v biases)
 HF_TO_OURS: tuple[tuple[str, str, str], ...] = (
     # (transformers name, our parameter path, layout rule); {i} is the layer index.
     ("model.embed_tokens.weight", "embed", "copy"),
     ("model.norm.weight", "norm.weight", "copy"),
-    ("lm_head.weight", "lm_head", "linear"),
+    ("lm_head.weight", "lm_head", "copy"),
     ("model.layers.{i}.input_layernorm.weight", "layers.{i}.input_norm.weight", "copy"),
     ("model.layers.{i}.post_attention_layernorm.weight", "layers.{i}.post_attn_norm.weight", "copy"),
     ("model.layers.{i}.self_attn.q_proj.weight", "layers.{i}.attn.q_proj", "heads_in"),
@@ -46,9 +46,9 @@ HF_TO_OURS: tuple[tuple[str, str, str], ...] = (
     ("model.layers.{i}.self_attn.k_proj.bias", "layers.{i}.attn.k_bias", "reshape"),
     ("model.layers.{i}.self_attn.v_proj.bias", "layers.{i}.attn.v_bias", "reshape"),
     ("model.layers.{i}.self_attn.o_proj.bias", "layers.{i}.attn.o_bias", "copy"),
-    ("model.layers.{i}.mlp.gate_proj.weight", "layers.{i}.mlp.gate_proj", "linear"),
-    ("model.layers.{i}.mlp.up_proj.weight", "layers.{i}.mlp.up_proj", "linear"),
-    ("model.layers.{i}.mlp.down_proj.weight", "layers.{i}.mlp.down_proj", "linear"),
+    ("model.layers.{i}.mlp.gate_proj.weight", "layers.{i}.mlp.gate_proj", "copy"),
+    ("model.layers.{i}.mlp.up_proj.weight", "layers.{i}.mlp.up_proj", "copy"),
+    ("model.layers.{i}.mlp.down_proj.weight", "layers.{i}.mlp.down_proj", "copy"),
     ("model.layers.{i}.mlp.gate_proj.bias", "layers.{i}.mlp.gate_bias", "copy"),
     ("model.layers.{i}.mlp.up_proj.bias", "layers.{i}.mlp.up_bias", "copy"),
     ("model.layers.{i}.mlp.down_proj.bias", "layers.{i}.mlp.down_bias", "copy"),
@@ -66,13 +66,7 @@ _IGNORED = (re.compile(r".*rotary_emb\.inv_freq"),)
 
 
 def _to_ours(hf: np.ndarray, rule: str, shape: tuple[int, ...]) -> np.ndarray:
-    if rule == "copy" or rule == "reshape":
-        return hf.reshape(shape)
-    if rule == "linear":
-        return hf.T
-    if rule in ("heads_in", "heads_out"):
-        return hf.T.reshape(shape)
-    raise AssertionError(rule)
+    return hf.reshape(shape)  # every rule only splits head axes out
 
 
 def _to_hf(ours: np.ndarray, rule: str) -> np.ndarray:
@@ -80,12 +74,10 @@ def _to_hf(ours: np.ndarray, rule: str) -> np.ndarray:
         return ours
     if rule == "reshape":
         return ours.reshape(-1)
-    if rule == "linear":
-        return ours.T
     if rule == "heads_in":
-        return ours.reshape(ours.shape[0], -1).T
+        return ours.reshape(-1, ours.shape[-1])
     if rule == "heads_out":
-        return ours.reshape(-1, ours.shape[-1]).T
+        return ours.reshape(ours.shape[0], -1)
     raise AssertionError(rule)
 
 

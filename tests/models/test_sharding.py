@@ -139,12 +139,12 @@ def test_large_parameters_are_sharded(sharded_runs, shape):
 def test_parameter_specs_follow_the_rules_table(sharded_runs):
     specs = sharded_runs["2x2x2"]["specs"]
     assert specs["embed"] == ["tensor", "fsdp"]  # (vocab, embed)
-    assert specs["lm_head"] == ["fsdp", "tensor"]  # (embed, vocab)
-    assert specs["gate"] == ["fsdp", "tensor"]  # (embed, mlp)
-    assert specs["q"] == ["fsdp", "tensor", None]  # (embed, heads, head_dim)
-    assert specs["o"] == ["tensor", None, "fsdp"]  # (heads, head_dim, embed)
-    assert sharded_runs["1x8x1"]["specs"]["gate"] == ["fsdp", "tensor"]  # size-1 tensor axis named, harmless
-    assert sharded_runs["8x1x1"]["specs"]["q"] == ["fsdp", "tensor", None]
+    assert specs["lm_head"] == ["tensor", "fsdp"]  # (vocab, embed): [out, in] like transformers
+    assert specs["gate"] == ["tensor", "fsdp"]  # (mlp, embed)
+    assert specs["q"] == ["tensor", None, "fsdp"]  # (heads, head_dim, embed)
+    assert specs["o"] == ["fsdp", "tensor", None]  # (embed, heads, head_dim)
+    assert sharded_runs["1x8x1"]["specs"]["gate"] == ["tensor", "fsdp"]  # size-1 tensor axis named, harmless
+    assert sharded_runs["8x1x1"]["specs"]["q"] == ["tensor", None, "fsdp"]
 
 
 @pytest.mark.parametrize("shape", MESHES, ids=lambda s: "x".join(map(str, s)))
