@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -52,9 +51,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     spec = importlib.util.spec_from_file_location("bench_models", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.main(args.rest)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
+    module.main(args.rest)
     return 0
 
 
@@ -84,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks: `agentrm bench models [options]` (see --help there)",
                            description="Runs scripts/bench_models.py: our forward and decode vs "
-                                       "transformers+torch on the same CPU, in one run.")
+                                       "transformers+torch on the same CPU, in one run. Options after "
+                                       "`models` go to that script (e.g. --repeats 5 --json out.json); "
+                                       "`agentrm bench models --help` lists them.")
     bench.add_argument("what", choices=["models"])
-    bench.add_argument("--json", action="store_true", help="also print the results as JSON")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to scripts/bench_models.py")
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -46,3 +47,13 @@ def test_generate_on_the_bundled_model_answers():
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
     assert "tokens/s" in result.stderr
+
+
+def test_bench_models_runs_and_reports_figures(tmp_path, capsys):
+    code = main(["bench", "models", "--skip-torch", "--skip-decode", "--skip-matmul", "--random-init",
+                 "--batch", "1", "--length", "16", "--repeats", "1", "--json", str(tmp_path / "bench.json")])
+    assert code == 0
+    out = capsys.readouterr()
+    assert "tok/s" in out.err + out.out
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["forward"]["ours"]["tokens_per_s"] > 0
