@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python scripts/bench_models.py                     # 8 x 256 forward + decode
     PYTHONPATH=. python scripts/bench_models.py --repeats 5 --skip-decode
-    agentrm bench models --json -- --skip-torch                     # same, through the CLI
+    agentrm bench models --skip-torch --json out.json               # same, through the CLI
 
 What it measures, in one process so machine noise hits both sides alike:
   1. matmul peak: GFLOP/s of one float32 [n, n] @ [n, n] product (n = 2048), jax and torch;
