@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from agentrm_jax.cli import build_parser, main
+from agentrm_jax.cli import main
 
 
 def test_help_explains_the_commands(capsys):

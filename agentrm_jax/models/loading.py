@@ -65,10 +65,6 @@ _BACKWARD = tuple((_template_regex(ours), hf, rule) for hf, ours, rule in HF_TO_
 _IGNORED = (re.compile(r".*rotary_emb\.inv_freq"),)
 
 
-def _to_ours(hf: np.ndarray, rule: str, shape: tuple[int, ...]) -> np.ndarray:
-    return hf.reshape(shape)  # every rule only splits head axes out
-
-
 def _to_hf(ours: np.ndarray, rule: str) -> np.ndarray:
     if rule == "copy":
         return ours
@@ -126,7 +122,7 @@ def model_from_hf_tensors(config: ModelConfig, tensors: Iterable[tuple[str, np.n
         if tuple(np.shape(array)) != expected:
             raise ValueError(f"{source}: tensor {name!r} has shape {tuple(np.shape(array))}, but config.json "
                              f"implies {expected} (our {path!r} is {var.shape})")
-        value = _to_ours(np.asarray(array), rule, var.shape)
+        value = np.asarray(array).reshape(var.shape)  # every rule only splits head axes out
         var.set_value(jnp.asarray(value, param_dtype))
         filled.add(path)
     if unknown:
