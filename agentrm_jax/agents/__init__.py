@@ -1,0 +1,1 @@
+"""Agents: trajectories and their records, prompts, policies and the episode loop."""
