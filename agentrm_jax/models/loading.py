@@ -91,11 +91,14 @@ def _path_str(path: tuple) -> str:
 
 
 def model_from_hf_tensors(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]], *,
-                          dtype="float32", param_dtype=None, source: str = "checkpoint") -> LlamaForCausalLM:
+                          dtype="float32", param_dtype=None, source: str = "checkpoint",
+                          zeros_if_missing: tuple[str, ...] = ()) -> LlamaForCausalLM:
     """Builds a model from (HF name, array) pairs without random init.
 
     Every parameter must be provided exactly once with the right shape; unknown
     tensors are an error naming them (`source` names the file in messages).
+    `zeros_if_missing` lists our parameter paths that may be absent and are
+    then zero (a sequence classifier ships no `lm_head`).
     """
     dtype = jnp.dtype(dtype)
     param_dtype = jnp.dtype(param_dtype or dtype)
@@ -128,6 +131,9 @@ def model_from_hf_tensors(config: ModelConfig, tensors: Iterable[tuple[str, np.n
     if unknown:
         raise ValueError(f"{source}: {len(unknown)} tensors are not part of a {config.model_type} model: "
                          f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    for path in set(zeros_if_missing) & (set(targets) - filled):
+        targets[path].set_value(jnp.zeros(targets[path].shape, param_dtype))
+        filled.add(path)
     missing = sorted(set(targets) - filled)
     if missing:
         raise ValueError(f"{source}: missing {len(missing)} tensors, e.g. {missing[:5]}")

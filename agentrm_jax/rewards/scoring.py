@@ -1,0 +1,277 @@
+"""One batched, jit-compiled scorer for every model-based reward model, and the RM interface.
+
+Every reward model answers
+
+    score(trajectories) -> float32 [N]             one scalar per trajectory
+    score_steps(trajectories) -> list of [S_i]     one scalar per step (NaN: step cut by max_length)
+
+`BatchedScorer` renders trajectories (`agents.trajectory.render_for_rm`), sorts
+them by length, cuts them into batches, pads each batch to a bucketed shape
+(batch: a power of two up to batch_size; length: a power of two >= 32; steps:
+a power of two), runs one jitted function per shape and puts the results back
+in input order. Rows are right-padded and every row attends only to its own
+real tokens, so a trajectory's score does not depend on its batch-mates, its
+padding or its bucket (tests hold this to 1e-5 in float32). Compilations are
+bounded by (#batch buckets x #length buckets x #step buckets).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from agentrm_jax.agents.trajectory import RenderedTrajectory, Trajectory, render_batch_for_rm
+from agentrm_jax.models.llama import LlamaForCausalLM
+from agentrm_jax.rewards.explicit import LOSSES, gather_positions, score_transform
+from agentrm_jax.rewards.heads import ValueModel
+from agentrm_jax.rewards.implicit import (AGGREGATIONS, aggregate_steps, implicit_token_rewards, step_rewards,
+                                          token_logprobs, trajectory_rewards)
+
+__all__ = ["BatchedScorer", "ExplicitRM", "ImplicitPRM", "RewardModel", "ScoringConfig", "compile_counts",
+           "pad_batch", "plan_batches"]
+
+
+@runtime_checkable
+class RewardModel(Protocol):
+    """What search and evaluation need of a reward model."""
+
+    def score(self, trajectories: Sequence[Trajectory]) -> np.ndarray: ...
+
+    def score_steps(self, trajectories: Sequence[Trajectory]) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringConfig:
+    """How trajectories are batched for scoring.
+
+    batch_size: most trajectories per forward pass.
+    max_length: token budget per trajectory; longer ones keep the instruction
+      and their most recent steps (see `render_for_rm`), with a warning. None = no limit.
+    min_length_bucket: the smallest padded length (lengths are bucketed to powers of two).
+    progress: show a progress bar over batches.
+    """
+
+    batch_size: int = 8
+    max_length: int | None = 2048
+    min_length_bucket: int = 32
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"ScoringConfig.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_length is not None and self.max_length < 8:
+            raise ValueError(f"ScoringConfig.max_length must be >= 8 tokens, got {self.max_length}")
+        if self.min_length_bucket < 1:
+            raise ValueError(f"ScoringConfig.min_length_bucket must be >= 1, got {self.min_length_bucket}")
+
+
+def _pow2_at_least(n: int, minimum: int = 1) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(n, minimum, 1))))
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices of each batch: longest first (stable), chunks of at most batch_size."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_batch(rendered: Sequence[RenderedTrajectory], *, batch: int, length: int, steps: int
+              ) -> dict[str, np.ndarray]:
+    """Right-padded host arrays for one batch.
+
+    input_ids, attention_mask, agent_mask: [batch, length]; step_starts,
+    step_ends: [batch, steps] (-1 = none); last_index: [batch]. Filler rows
+    hold one real token so no row is fully masked.
+    """
+    ids = np.zeros((batch, length), np.int32)
+    mask = np.zeros((batch, length), bool)
+    agent = np.zeros((batch, length), bool)
+    starts = np.full((batch, steps), -1, np.int32)
+    ends = np.full((batch, steps), -1, np.int32)
+    last = np.zeros((batch,), np.int32)
+    mask[:, 0] = True
+    for row, r in enumerate(rendered):
+        n, s = r.length, r.step_ends.shape[0]
+        ids[row, :n] = r.input_ids
+        mask[row, :n] = True
+        agent[row, :n] = r.agent_mask
+        starts[row, :s] = r.step_starts
+        ends[row, :s] = r.step_ends
+        last[row] = n - 1
+    return {"input_ids": ids, "attention_mask": mask, "agent_mask": agent, "step_starts": starts,
+            "step_ends": ends, "last_index": last}
+
+
+class BatchedScorer:
+    """Renders, sorts, buckets, pads and runs a jitted `fn(arrays) -> (scores [B], step_scores [B, S])`.
+
+    `fn` receives the dict of `pad_batch` as device arrays and must be
+    row-independent. Results come back in input order as float32 numpy.
+    """
+
+    def __init__(self, tokenizer, config: ScoringConfig = ScoringConfig()):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.tokens_scored = 0  # real tokens, for cost accounting
+        self.tokens_padded = 0  # tokens computed including padding
+
+    def render(self, trajectories: Sequence[Trajectory]) -> list[RenderedTrajectory]:
+        return render_batch_for_rm(trajectories, self.tokenizer, max_length=self.config.max_length)
+
+    def run(self, trajectories: Sequence[Trajectory], fn: Callable[[dict], tuple[jax.Array, jax.Array]]
+            ) -> tuple[np.ndarray, list[np.ndarray]]:
+        if isinstance(trajectories, Trajectory):
+            raise TypeError("pass a list of trajectories (got a single Trajectory)")
+        trajectories = list(trajectories)
+        scores = np.zeros((len(trajectories),), np.float32)
+        per_step: list[np.ndarray] = [np.zeros((0,), np.float32)] * len(trajectories)
+        if not trajectories:
+            return scores, per_step
+        rendered = self.render(trajectories)
+        batches = plan_batches([r.length for r in rendered], self.config.batch_size)
+        if self.config.progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="scoring", unit="batch")
+        for idx in batches:
+            group = [rendered[i] for i in idx]
+            shape = dict(batch=min(_pow2_at_least(len(group)), self.config.batch_size),
+                         length=_pow2_at_least(max(r.length for r in group), self.config.min_length_bucket),
+                         steps=_pow2_at_least(max(r.step_ends.shape[0] for r in group)))
+            arrays = pad_batch(group, **shape)
+            self.tokens_scored += sum(r.length for r in group)
+            self.tokens_padded += shape["batch"] * shape["length"]
+            batch_scores, batch_steps = jax.device_get(fn({k: jnp.asarray(v) for k, v in arrays.items()}))
+            for row, i in enumerate(idx):
+                scores[i] = batch_scores[row]
+                s = rendered[i].step_ends.shape[0]
+                steps = np.asarray(batch_steps[row, :s], np.float32).copy()
+                steps[rendered[i].step_ends < 0] = np.nan
+                per_step[i] = steps
+        return scores, per_step
+
+
+# --------------------------------------------------------------------------------------- explicit
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "loss"))
+def _explicit_batch(graphdef, state, arrays, loss: str):
+    model = nnx.merge(graphdef, state)
+    values = model(arrays["input_ids"], arrays["attention_mask"])
+    transform = score_transform(loss)
+    traj = jnp.take_along_axis(values, arrays["last_index"][:, None], axis=-1)[:, 0]
+    steps = gather_positions(values, arrays["step_ends"])
+    return transform(traj), transform(steps)
+
+
+class ExplicitRM:
+    """A value head on a backbone: trajectory score = head at the last token, step score = head at the step end.
+
+    loss: what the head was trained with, "mse" (scores are the raw output)
+      or "bce" (scores are sigmoid(output)).
+    """
+
+    kind = "explicit"
+
+    def __init__(self, model: ValueModel, tokenizer, *, loss: str = "mse",
+                 config: ScoringConfig = ScoringConfig()):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.model, self.loss = model, loss
+        self.scorer = BatchedScorer(tokenizer, config)
+
+    def score_with_steps(self, trajectories: Sequence[Trajectory]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(scores [N], step scores per trajectory) in one pass."""
+        graphdef, state = nnx.split(self.model)  # picks up weights changed since construction
+        return self.scorer.run(trajectories, lambda a: _explicit_batch(graphdef, state, a, self.loss))
+
+    def score(self, trajectories: Sequence[Trajectory]) -> np.ndarray:
+        return self.score_with_steps(trajectories)[0]
+
+    def score_steps(self, trajectories: Sequence[Trajectory]) -> list[np.ndarray]:
+        return self.score_with_steps(trajectories)[1]
+
+
+# --------------------------------------------------------------------------------------- implicit
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "ref_graphdef", "aggregate"))
+def _implicit_batch(graphdef, state, ref_graphdef, ref_state, arrays, beta, aggregate: str):
+    ids, mask = arrays["input_ids"], arrays["attention_mask"]
+    logp = token_logprobs(nnx.merge(graphdef, state)(ids, mask), ids)
+    logp_ref = token_logprobs(nnx.merge(ref_graphdef, ref_state)(ids, mask), ids)
+    rewards = implicit_token_rewards(logp, logp_ref, arrays["agent_mask"], beta)
+    steps = step_rewards(rewards, arrays["step_starts"], arrays["step_ends"])
+    if aggregate == "sum":  # the trajectory reward: every agent token in the (possibly cut) rendering
+        return trajectory_rewards(rewards), steps
+    return aggregate_steps(steps, arrays["step_ends"] >= 0, aggregate), steps
+
+
+def reference_state(policy: LlamaForCausalLM):
+    """The reference of a LoRA-adapted policy: the same arrays with every adapter zeroed (no weight copy)."""
+    from agentrm_jax.models.lora import LoRAParam  # noqa: PLC0415 (LoRA is optional)
+
+    graphdef, lora, rest = nnx.split(policy, LoRAParam, ...)
+    if not jax.tree.leaves(lora):
+        raise ValueError("reference=None needs a policy with LoRA adapters (models.lora.add_lora); "
+                         "otherwise pass the frozen reference model explicitly")
+    zeros = jax.tree.map(jnp.zeros_like, lora)
+    return graphdef, nnx.merge_state(zeros, rest)
+
+
+class ImplicitPRM:
+    """beta * log(pi_theta / pi_ref) summed over each step's agent tokens (see `rewards.implicit`).
+
+    policy: the trained model pi_theta. reference: the frozen pi_ref, or None
+      when the policy carries LoRA adapters: then the reference is the same
+      weights with the adapters zeroed, with no second copy of the base.
+    aggregate: how `score` combines step rewards: min / sum / last / mean
+      ("sum" is the trajectory reward the outcome loss is trained on).
+    """
+
+    kind = "implicit"
+
+    def __init__(self, policy: LlamaForCausalLM, reference: LlamaForCausalLM | None, tokenizer, *,
+                 beta: float = 0.05, aggregate: str = "min", config: ScoringConfig = ScoringConfig()):
+        if aggregate not in AGGREGATIONS:
+            raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
+        if not (isinstance(beta, (int, float)) and beta > 0 and math.isfinite(beta)):
+            raise ValueError(f"beta must be a positive number, got {beta!r}")
+        if reference is not None and reference.config.vocab_size != policy.config.vocab_size:
+            raise ValueError(f"policy and reference vocabularies differ ({policy.config.vocab_size} vs "
+                             f"{reference.config.vocab_size}); they must share a tokenizer")
+        self.policy, self.reference = policy, reference
+        self.beta, self.aggregate = float(beta), aggregate
+        self.scorer = BatchedScorer(tokenizer, config)
+
+    def _states(self):
+        graphdef, state = nnx.split(self.policy)
+        if self.reference is None:
+            ref_graphdef, ref_state = reference_state(self.policy)
+        else:
+            ref_graphdef, ref_state = nnx.split(self.reference)
+        return graphdef, state, ref_graphdef, ref_state
+
+    def score_with_steps(self, trajectories: Sequence[Trajectory]) -> tuple[np.ndarray, list[np.ndarray]]:
+        g, s, rg, rs = self._states()
+        return self.scorer.run(trajectories, lambda a: _implicit_batch(g, s, rg, rs, a, self.beta, self.aggregate))
+
+    def score(self, trajectories: Sequence[Trajectory]) -> np.ndarray:
+        return self.score_with_steps(trajectories)[0]
+
+    def score_steps(self, trajectories: Sequence[Trajectory]) -> list[np.ndarray]:
+        return self.score_with_steps(trajectories)[1]
+
+
+def compile_counts() -> dict[str, int]:
+    """How many shapes each jitted scoring function has compiled (for tests and benchmarks)."""
+    return {"explicit": _explicit_batch._cache_size(), "implicit": _implicit_batch._cache_size()}
+
