@@ -160,6 +160,27 @@ def dense(x: jax.Array, w: jax.Array, *, out_dims: int = 1, out_dtype=None) -> j
     return y.reshape(*lead, *out_shape)
 
 
+class LoRAParam(nnx.Param):
+    """A low-rank adapter factor (see `models.lora`); a Param subtype so optimizers can select adapters only."""
+
+
+def adapted_dense(module: nnx.Module, name: str, x: jax.Array, w: jax.Array, *, out_dims: int = 1,
+                  dtype=None) -> jax.Array:
+    """`dense(x, w)` plus the LoRA update scale * B(A x) when `module` carries adapters for `name`.
+
+    Adapters live as `{name}_lora_a` [r, in] and `{name}_lora_b` [*out, r]
+    (added by `models.lora.add_lora`); without them this is `dense`.
+    """
+    y = dense(x, w, out_dims=out_dims)
+    a = getattr(module, f"{name}_lora_a", None)
+    if a is None:
+        return y
+    b = getattr(module, f"{name}_lora_b")
+    dtype = dtype or y.dtype
+    low = dense(x, a[...].astype(dtype))
+    return y + module.lora_scale * dense(low, b[...].astype(dtype), out_dims=out_dims)
+
+
 class RMSNorm(nnx.Module):
     def __init__(self, size: int, eps: float, *, param_dtype, rngs: nnx.Rngs | None):
         self.weight = nnx.Param(jnp.ones((size,), param_dtype), logical_axes=("norm",))
@@ -192,9 +213,9 @@ class Attention(nnx.Module):
     def project_qkv(self, x):
         """x [B, T, D] -> q [B, T, H, Dh], k, v [B, T, K, Dh] (before RoPE)."""
         cast = lambda w: w[...].astype(self.dtype)
-        q = dense(x, cast(self.q_proj), out_dims=2)
-        k = dense(x, cast(self.k_proj), out_dims=2)
-        v = dense(x, cast(self.v_proj), out_dims=2)
+        q = adapted_dense(self, "q_proj", x, cast(self.q_proj), out_dims=2)
+        k = adapted_dense(self, "k_proj", x, cast(self.k_proj), out_dims=2)
+        v = adapted_dense(self, "v_proj", x, cast(self.v_proj), out_dims=2)
         if self.config.qkv_bias:
             q, k, v = q + cast(self.q_bias), k + cast(self.k_bias), v + cast(self.v_bias)
         return q, k, v
@@ -202,7 +223,8 @@ class Attention(nnx.Module):
     def project_out(self, attn):
         """attn [B, T, H, Dh] -> [B, T, D]."""
         b, t = attn.shape[:2]
-        out = dense(attn.reshape(b, t, -1), self.o_proj[...].astype(self.dtype).reshape(self.config.hidden_size, -1))
+        out = adapted_dense(self, "o_proj", attn.reshape(b, t, -1),
+                            self.o_proj[...].astype(self.dtype).reshape(self.config.hidden_size, -1))
         if self.config.o_bias:
             out = out + self.o_bias[...].astype(self.dtype)
         return out
@@ -226,11 +248,11 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         cast = lambda w: w[...].astype(self.dtype)
-        gate = dense(x, cast(self.gate_proj))
-        up = dense(x, cast(self.up_proj))
+        gate = adapted_dense(self, "gate_proj", x, cast(self.gate_proj))
+        up = adapted_dense(self, "up_proj", x, cast(self.up_proj))
         if self.mlp_bias:
             gate, up = gate + cast(self.gate_bias), up + cast(self.up_bias)
-        out = dense(jax.nn.silu(gate) * up, cast(self.down_proj))
+        out = adapted_dense(self, "down_proj", jax.nn.silu(gate) * up, cast(self.down_proj))
         if self.mlp_bias:
             out = out + cast(self.down_bias)
         return out
