@@ -30,3 +30,29 @@ def bundled_torch(bundled_path):
     model = AutoModelForCausalLM.from_pretrained(str(bundled_path.parent), gguf_file=bundled_path.name,
                                                  dtype=torch.float32)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def bundled_tokenizer(bundled_path):
+    """The bundled SmolLM2 tokenizer alone (ChatML template); cached on disk after the first conversion."""
+    from agentrm_jax.models import load_tokenizer
+
+    return load_tokenizer(bundled_path)
+
+
+LLAMA3_STYLE_TEMPLATE = (
+    "{{ '<|begin_of_text|>' }}{% for m in messages %}"
+    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def llama3_style_tokenizer(bundled_path):
+    """The bundled tokenizer with a Llama-3-style chat template (header tokens, <|eot_id|>, trimmed content)."""
+    from agentrm_jax.models import load_tokenizer
+
+    tokenizer = load_tokenizer(bundled_path)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>",
+                                                                "<|end_header_id|>", "<|eot_id|>"]})
+    tokenizer.chat_template = LLAMA3_STYLE_TEMPLATE
+    return tokenizer

@@ -299,11 +299,15 @@ def _char_spans(text: str, messages: Sequence[dict[str, str]]) -> list[tuple[int
     """(start, end) character span of each assistant message's content in the rendered chat text."""
     spans, cursor = [], 0
     for m in messages:
-        pos = text.find(m["content"], cursor) if m["content"] else cursor
+        content = m["content"]
+        pos = text.find(content, cursor) if content else cursor
+        if pos < 0:  # templates that trim content (Llama 3 does)
+            content = content.strip()
+            pos = text.find(content, cursor) if content else cursor
         if pos < 0:
             raise ValueError("the chat template changed a message's content; cannot locate step boundaries "
                              f"(message {m['content'][:60]!r})")
-        end = pos + len(m["content"])
+        end = pos + len(content)
         if m["role"] == "assistant":
             spans.append((pos, end))
         cursor = end
@@ -340,7 +344,8 @@ def render_for_rm(trajectory: Trajectory, tokenizer, *, max_length: int | None =
     oldest steps are dropped (the instruction and the most recent steps are
     kept) until it fits; their `step_ends` are -1. If the instruction and the
     last step alone do not fit, the tokens are cut from the left to the last
-    `max_length` (the instruction's start is lost). `render_batch_for_rm`
+    `max_length` (the instruction's start is lost, and steps whose action end
+    was cut get -1). `render_batch_for_rm`
     warns once with the number of trajectories cut.
     """
     rendered = _render_once(tokenizer, trajectory, 0)

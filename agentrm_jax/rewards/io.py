@@ -109,6 +109,8 @@ def load_value_model(path: str | os.PathLike, *, dtype="float32", param_dtype=No
 
     def backbone_tensors():
         for f in _safetensors_files(path):
+            if f.name == _HEAD_FILE:
+                continue
             for name, array in iter_safetensors(f):
                 if name.startswith("score."):
                     score[name] = np.asarray(array, np.float32)
