@@ -1,5 +1,12 @@
-"""Text environments (no JAX here): the TextEnv protocol, the registry, and `make`."""
+"""Text environments (no JAX here): the TextEnv protocol, the registry, and `make`.
 
+Importing this package registers every environment; each module keeps its
+third-party simulator imports (minigrid, textworld, scienceworld, ...) inside
+functions, so registration is cheap and an env whose simulator is missing
+fails only when made, with an install hint.
+"""
+
+from agentrm_jax.envs import babyai, maze, tools  # noqa: F401  (registration)
 from agentrm_jax.envs.base import REGISTRY, EnvSpec, ReplayEnv, TextEnv, make, register, registered, task_seed
 
 __all__ = ["REGISTRY", "EnvSpec", "ReplayEnv", "TextEnv", "make", "register", "registered", "task_seed"]
