@@ -1,7 +1,12 @@
 """The `agentrm` command.
 
     agentrm generate --prompt "..."      sample from the bundled SmolLM2 (or --model PATH)
-    agentrm bench models                 ours vs transformers+torch, forward and decode
+    agentrm bench models|rewards         ours vs transformers+torch (models: forward, decode; rewards: scoring)
+    agentrm score --rm DIR --input T.jsonl --output S.jsonl     score trajectories with a reward model
+    agentrm serve / agentrm play         OpenAI-compatible server for our model; play an env episode
+
+Subcommands beyond generate/bench live next to their code and are added by
+the `register(subparsers)` of each module in `_COMMAND_MODULES`.
 """
 
 from __future__ import annotations
@@ -39,16 +44,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+_COMMAND_MODULES = ("agentrm_jax.rewards.commands", "agentrm_jax.agents.commands")
+_BENCHMARKS = {"models": "bench_models.py", "rewards": "bench_rewards.py"}
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.what != "models":
-        raise SystemExit(f"unknown benchmark {args.what!r}; available: models")
+    if args.what not in _BENCHMARKS:
+        raise SystemExit(f"unknown benchmark {args.what!r}; available: {', '.join(_BENCHMARKS)}")
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_models.py"
+    script = Path(__file__).resolve().parent.parent / "scripts" / _BENCHMARKS[args.what]
     if not script.exists():
         raise SystemExit(f"{script} not found: `agentrm bench` runs from a source checkout")
-    spec = importlib.util.spec_from_file_location("bench_models", script)
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(args.rest)
@@ -79,14 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--raw", action="store_true", help="use the prompt verbatim, without the chat template")
     gen.set_defaults(func=_cmd_generate)
 
-    bench = sub.add_parser("bench", help="benchmarks: `agentrm bench models [options]` (see --help there)",
-                           description="Runs scripts/bench_models.py: our forward and decode vs "
-                                       "transformers+torch on the same CPU, in one run. Options after "
-                                       "`models` go to that script (e.g. --repeats 5 --json out.json); "
+    bench = sub.add_parser("bench", help="benchmarks: `agentrm bench models|rewards [options]`",
+                           description="Runs scripts/bench_models.py (forward and decode) or "
+                                       "scripts/bench_rewards.py (RM scoring throughput): ours vs "
+                                       "transformers+torch on the same CPU, in one run. Options after the "
+                                       "benchmark name go to that script (e.g. --repeats 5 --json out.json); "
                                        "`agentrm bench models --help` lists them.")
-    bench.add_argument("what", choices=["models"])
-    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to scripts/bench_models.py")
+    bench.add_argument("what", choices=sorted(_BENCHMARKS))
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark script")
     bench.set_defaults(func=_cmd_bench)
+
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -1,0 +1,163 @@
+"""`agentrm serve` and `agentrm play`: `register(subparsers)` adds them to the `agentrm` CLI.
+
+    agentrm serve --model PATH --port 8000             our model behind an OpenAI-compatible API
+    agentrm play --env maze --seed 3 --policy expert   one episode, printed turn by turn
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+import time
+
+__all__ = ["make_env", "make_policy", "register"]
+
+
+def make_env(name: str, *, seed: int = 0, split: str = "train", **kwargs):
+    """`envs.make`, importing `agentrm_jax.envs.<name>` first if it has not registered itself yet."""
+    from agentrm_jax.envs import REGISTRY, make
+
+    if name not in REGISTRY:
+        try:
+            importlib.import_module(f"agentrm_jax.envs.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"agentrm_jax.envs.{name}":
+                raise
+    return make(name, seed=seed, split=split, **kwargs)
+
+
+def make_policy(spec: str, env, *, model: str | None = None, seed: int = 0, noise: float = 0.0,
+                max_new_tokens: int = 96, timeout: float = 60.0, api_key_env: str = "OPENAI_API_KEY"):
+    """A policy from its CLI name: bundled | expert | random | http(s)://URL (an OpenAI-compatible server)."""
+    from agentrm_jax.agents.policies import JaxPolicy, OpenAIPolicy, RandomPolicy, ScriptedPolicy
+
+    if spec in ("bundled", "jax", "model"):
+        return JaxPolicy.from_pretrained(model, max_new_tokens=max_new_tokens)
+    if spec == "expert":
+        return ScriptedPolicy.expert(env, noise=noise, seed=seed)
+    if spec == "random":
+        return RandomPolicy.for_env(env, seed=seed)
+    if spec.startswith(("http://", "https://")):
+        policy = OpenAIPolicy(spec, model or "default", api_key_env=api_key_env, timeout=timeout,
+                              max_tokens=max_new_tokens)
+        if model is None:  # ask the server which model it serves
+            names = policy.models()
+            policy.model = names[0] if names else "default"
+        return policy
+    raise ValueError(f"--policy must be bundled, expert, random or an http(s):// URL, got {spec!r}")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from agentrm_jax.agents.server import start_server, stop_server
+    from agentrm_jax.models import bundled_model_path, from_pretrained
+
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in [0, 65535], got {args.port}")
+    path = args.model or bundled_model_path()
+    t0 = time.perf_counter()
+    model, tokenizer = from_pretrained(path, dtype=args.dtype)
+    name = args.model_name or str(path).rstrip("/").split("/")[-1]
+    server, thread = start_server(model, tokenizer, args.host, args.port, model_name=name,
+                                  max_batch=args.max_batch)
+    print(f"serving {name} (loaded in {time.perf_counter() - t0:.1f} s from {path}) at {server.url} "
+          f"- POST {server.url}/chat/completions, GET {server.url}/models; Ctrl-C stops", flush=True)
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM shuts down as cleanly as Ctrl-C
+
+        def _interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except KeyboardInterrupt:
+        print("shutting down", file=sys.stderr)
+    finally:
+        stop_server(server, thread)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from agentrm_jax.agents.loop import run_episode
+
+    if args.max_turns is not None and args.max_turns < 1:
+        raise ValueError(f"--max-turns must be >= 1, got {args.max_turns}")
+    if not 0.0 <= args.noise <= 1.0:
+        raise ValueError(f"--noise must be in [0, 1], got {args.noise}")
+    env = make_env(args.env, seed=args.seed, split=args.split)
+    policy = make_policy(args.policy, env, model=args.model, seed=args.seed, noise=args.noise,
+                         max_new_tokens=args.max_new_tokens, timeout=args.timeout)
+
+    def show(turn, step, raw):
+        print(f"--- turn {turn + 1} ---")
+        if args.verbose and raw:
+            print(f"[raw] {raw!r}")
+        if step.thought:
+            print(f"Thought: {step.thought}")
+        print(f"Action: {step.action}")
+        print(f"Observation: {step.observation}", flush=True)
+
+    print(f"=== {args.env} / {args.split} / task {args.seed}, policy {args.policy} ===")
+    t0 = time.perf_counter()
+    trajectory = run_episode(env, policy, max_turns=args.max_turns, temperature=args.temperature,
+                             seed=args.seed, one_shot=not args.no_one_shot, on_step=show,
+                             on_reset=lambda observation: print(f"Observation: {observation}", flush=True))
+    print(f"=== success: {trajectory.success}  progress: {trajectory.progress:.2f}  turns: {len(trajectory)}  "
+          f"({time.perf_counter() - t0:.1f} s) ===")
+    if args.output:
+        from agentrm_jax.agents.trajectory import append_jsonl
+
+        append_jsonl(args.output, [trajectory])
+        print(f"trajectory appended to {args.output}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `serve` and `play` to an argparse subparsers object (from `parser.add_subparsers()`)."""
+    serve = subparsers.add_parser(
+        "serve", help="serve a model behind an OpenAI-compatible HTTP API",
+        description="Serve our JAX model (default: the bundled SmolLM2-135M-Instruct) behind an OpenAI-compatible "
+                    "API: POST /v1/chat/completions (messages, n, temperature, top_p, max_tokens, stop, seed) and "
+                    "GET /v1/models. Generations run one at a time; the n samples of a request share one "
+                    "prefill. Point `agentrm play --policy http://HOST:PORT/v1` or any OpenAI client at it.")
+    serve.add_argument("--model", default=None,
+                       help="HF model directory or .gguf file (default: the bundled SmolLM2-135M-Instruct GGUF)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000; 0 = any free port)")
+    serve.add_argument("--model-name", default=None, help="model id reported by /v1/models (default: file name)")
+    serve.add_argument("--max-batch", type=int, default=8, help="rows per prefill batch (default 8)")
+    serve.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    serve.set_defaults(func=_cmd_serve)
+
+    play = subparsers.add_parser(
+        "play", help="play one episode of an environment and print it turn by turn",
+        description="Run one ReAct episode (Thought/Action each turn) on task SEED of an environment and print "
+                    "every observation, thought and action, then the success and progress. Policies: "
+                    "bundled (our JAX model; --model PATH for another), expert (the env's oracle plan), "
+                    "random (uniform over the available actions), or the URL of an OpenAI-compatible server "
+                    "(e.g. http://127.0.0.1:8000/v1 from `agentrm serve`; the key, if any, is read from "
+                    "$OPENAI_API_KEY).")
+    play.add_argument("--env", required=True, help="environment name (e.g. maze, babyai, tools, pddl)")
+    play.add_argument("--seed", type=int, default=0, help="task instance (default 0)")
+    play.add_argument("--split", default="train", choices=["train", "test"], help="task split (default train)")
+    play.add_argument("--policy", default="bundled",
+                      help="bundled | expert | random | http(s)://HOST:PORT/v1 (default bundled)")
+    play.add_argument("--model", default=None,
+                      help="with bundled: model path (default the bundled GGUF); with a URL: the model name "
+                           "to request (default: the first one the server lists)")
+    play.add_argument("--max-turns", type=int, default=None, help="stop after this many turns (default: the env's)")
+    play.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0 = greedy)")
+    play.add_argument("--max-new-tokens", type=int, default=96, help="tokens per step at most (default 96)")
+    play.add_argument("--noise", type=float, default=0.0,
+                      help="with expert: probability of a random action instead of the plan's (default 0)")
+    play.add_argument("--timeout", type=float, default=60.0, help="with a URL: seconds per request (default 60)")
+    play.add_argument("--no-one-shot", action="store_true", help="leave the worked example out of the prompt")
+    play.add_argument("--output", default=None, help="append the trajectory to this JSONL file")
+    play.add_argument("-v", "--verbose", action="store_true", help="also print the policy's raw text")
+    play.set_defaults(func=_cmd_play)

@@ -1,0 +1,104 @@
+"""Greedy success and progress of a policy on each environment (the figures in docs/ENVIRONMENTS.md).
+
+    PYTHONPATH=. python scripts/measure_envs.py --envs maze babyai pddl --seeds 20 --split test
+    PYTHONPATH=. python scripts/measure_envs.py --policy expert --seeds 5        # sanity: every env solvable
+
+Episodes of one env run in lockstep: each turn, the live episodes' contexts go
+to the policy in one `sample` call (the JAX policy batches them), so 20 seeds
+cost about as many policy calls as one. Greedy decoding, one-shot prompts,
+each env's default max_turns unless --max-turns. Rows are appended to --out
+(JSONL, one per episode) and a markdown table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+
+def _wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 0.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def play_lockstep(envs, first_observations, policy, *, max_turns: int | None, env_name: str,
+                  one_shot: bool = True):
+    """Trajectories of `envs` (just reset) played together; the policy is called once per turn for all live ones."""
+    from agentrm_jax.agents.prompts import build_messages, parse_step
+    from agentrm_jax.agents.trajectory import Step, Trajectory
+
+    trajectories = [Trajectory(task=env.name, instruction=first, id=f"{env.name}/{env.split}/{env.seed}")
+                    for env, first in zip(envs, first_observations)]
+    limit = min(e.max_turns for e in envs) if max_turns is None else max_turns
+    live = list(range(len(envs)))
+    turn = 0
+    while live and turn < limit:
+        contexts = [build_messages(trajectories[i], env_name=env_name, one_shot=one_shot) for i in live]
+        texts = policy.sample(contexts, n=1, temperature=0.0, seed=turn)
+        still = []
+        for i, out in zip(live, texts):
+            thought, action = parse_step(out[0] if out else "")
+            observation, done = envs[i].step(action)
+            trajectories[i] = trajectories[i].append(Step(thought, action, str(observation)))
+            if not done:
+                still.append(i)
+        live, turn = still, turn + 1
+    return [t.replace(success=bool(e.success), progress=float(e.progress)) for t, e in zip(trajectories, envs)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--envs", nargs="+", default=["maze", "babyai", "pddl", "tools", "textworld", "sciworld"])
+    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--policy", default="bundled", help="bundled | expert | a model path")
+    p.add_argument("--max-turns", type=int, default=None)
+    p.add_argument("--out", default="env_measurements.jsonl")
+    args = p.parse_args(argv)
+
+    from agentrm_jax.agents.trajectory import append_jsonl
+    from agentrm_jax.envs import make
+
+    policy = None
+    if args.policy != "expert":
+        from agentrm_jax.agents.policies import JaxPolicy
+
+        policy = JaxPolicy.from_pretrained(None if args.policy == "bundled" else args.policy)
+    rows = []
+    for name in args.envs:
+        t0 = time.perf_counter()
+        envs = [make(name, seed=seed, split=args.split) for seed in range(args.seeds)]
+        firsts = [env.reset(seed) for seed, env in enumerate(envs)]
+        if policy is None:
+            from agentrm_jax.agents.loop import run_episode
+            from agentrm_jax.agents.policies import ScriptedPolicy
+
+            trajectories = [run_episode(env, ScriptedPolicy.expert(env), seed=env.seed, env_name=name)
+                            for env in envs]
+        else:
+            trajectories = play_lockstep(envs, firsts, policy, max_turns=args.max_turns, env_name=name)
+        append_jsonl(args.out, [{"env": name, "split": args.split, "policy": args.policy,
+                                 "trajectory": t.to_dict()} for t in trajectories])
+        wins = sum(bool(t.success) for t in trajectories)
+        progress = sum(t.progress for t in trajectories) / len(trajectories)
+        lo, hi = _wilson(wins, len(trajectories))
+        rows.append((name, wins, len(trajectories), lo, hi, progress, time.perf_counter() - t0))
+        print(f"{name}: success {wins}/{len(trajectories)}, progress {progress:.3f} "
+              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    print("| env | success | 95% CI | mean progress | seeds | time |")
+    print("|---|---|---|---|---|---|")
+    for name, wins, n, lo, hi, progress, secs in rows:
+        print(f"| {name} | {wins / n:.2f} ({wins}/{n}) | [{lo:.2f}, {hi:.2f}] | {progress:.3f} | {n} | {secs:.0f} s |")
+    print(json.dumps({"command": " ".join(sys.argv)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
