@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--policy", default="bundled", help="bundled | expert | a model path")
-    p.add_argument("--max-turns", type=int, default=None)
+    p.add_argument("--max-turns", type=int, default=None, help="cap on turns (default: each env's own)")
+    p.add_argument("--batch", type=int, default=32, help="policy batch: all live episodes of an env at once")
     p.add_argument("--out", default="env_measurements.jsonl")
     args = p.parse_args(argv)
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.policy != "expert":
         from agentrm_jax.agents.policies import JaxPolicy
 
-        policy = JaxPolicy.from_pretrained(None if args.policy == "bundled" else args.policy)
+        policy = JaxPolicy.from_pretrained(None if args.policy == "bundled" else args.policy, max_batch=args.batch)
     rows = []
     for name in args.envs:
         t0 = time.perf_counter()

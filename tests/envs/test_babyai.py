@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-pytest.importorskip("minigrid")
+import minigrid  # noqa: F401,E402  (the envs extra installs it)
 
 import agentrm_jax.envs.babyai as babyai_mod  # noqa: E402
 from agentrm_jax.envs.base import REGISTRY, make  # noqa: E402
