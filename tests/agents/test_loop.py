@@ -135,7 +135,7 @@ def test_callbacks_see_the_first_observation_and_every_step():
 
 
 def test_maze_expert_succeeds():
-    maze = import agentrm_jax.envs.maze  # noqa: F401  (registers maze)
+    import agentrm_jax.envs.maze as maze
     from agentrm_jax.envs import make
 
     for split, seed in [("train", 0), ("train", 3), ("test", 7)]:

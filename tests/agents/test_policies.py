@@ -83,7 +83,7 @@ def test_policies_validate_arguments():
 
 
 def test_expert_policy_on_maze_follows_the_plan():
-    maze = import agentrm_jax.envs.maze  # noqa: F401  (registers maze)
+    import agentrm_jax.envs.maze as maze
     env = maze.MazeEnv()
     env.reset(5)
     plan = env.expert_actions()
