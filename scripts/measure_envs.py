@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--policy", default="bundled", help="bundled | expert | a model path")
     p.add_argument("--max-turns", type=int, default=None, help="cap on turns (default: each env's own)")
-    p.add_argument("--batch", type=int, default=32, help="policy batch: all live episodes of an env at once")
+    p.add_argument("--batch", type=int, default=8, help="policy batch per forward (20 live episodes = 8 + 8 + 4 rows: no padded rows)")
     p.add_argument("--out", default="env_measurements.jsonl")
     args = p.parse_args(argv)
 
