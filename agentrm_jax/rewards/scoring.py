@@ -7,8 +7,8 @@ Every reward model answers
 
 `BatchedScorer` renders trajectories (`agents.trajectory.render_for_rm`), sorts
 them by length, cuts them into batches, pads each batch to a bucketed shape
-(batch: a power of two up to batch_size; length: a power of two >= 32; steps:
-a power of two), runs one jitted function per shape and puts the results back
+(batch: a power of two up to batch_size; length: `models.buckets.bucket_length`,
+powers of two >= 32 then quarter octaves above 256; steps: a power of two), runs one jitted function per shape and puts the results back
 in input order. Rows are right-padded and every row attends only to its own
 real tokens, so a trajectory's score does not depend on its batch-mates, its
 padding or its bucket (tests hold this to 1e-5 in float32). Compilations are
@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from agentrm_jax.agents.trajectory import RenderedTrajectory, Trajectory, render_batch_for_rm
+from agentrm_jax.models.buckets import bucket_length
 from agentrm_jax.models.llama import LlamaForCausalLM
 from agentrm_jax.rewards.explicit import LOSSES, gather_positions, score_transform
 from agentrm_jax.rewards.heads import ValueModel
@@ -55,7 +56,8 @@ class ScoringConfig:
     batch_size: most trajectories per forward pass.
     max_length: token budget per trajectory; longer ones keep the instruction
       and their most recent steps (see `render_for_rm`), with a warning. None = no limit.
-    min_length_bucket: the smallest padded length (lengths are bucketed to powers of two).
+    min_length_bucket: the smallest padded length (lengths are bucketed by
+            `models.buckets.bucket_length`: powers of two, quarter octaves above 256).
     progress: show a progress bar over batches.
     """
 
@@ -144,7 +146,7 @@ class BatchedScorer:
         for idx in batches:
             group = [rendered[i] for i in idx]
             shape = dict(batch=min(_pow2_at_least(len(group)), self.config.batch_size),
-                         length=_pow2_at_least(max(r.length for r in group), self.config.min_length_bucket),
+                         length=bucket_length(max(r.length for r in group), self.config.min_length_bucket),
                          steps=_pow2_at_least(max(r.step_ends.shape[0] for r in group)))
             arrays = pad_batch(group, **shape)
             self.tokens_scored += sum(r.length for r in group)

@@ -1,7 +1,8 @@
 """KV-cache sampler: one jitted prefill per prompt batch, one jitted `while_loop` decode.
 
 Shapes are bucketed so a run over many prompts compiles a bounded number of
-programs: prompts are left-padded to a power-of-two length (>= 16), the prompt
+programs: prompts are left-padded to a bucketed length (powers of two >= 16,
+quarter-octave steps above 256 tokens: see models/buckets.py), the prompt
 batch is padded to a power of two, and the output buffer to a power of two of
 `max_new_tokens`. The n samples of a prompt share its prefill: the prompt's KV
 cache is computed once and repeated n times inside the prefill program.
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from agentrm_jax.models.buckets import bucket_length, next_power_of_two
 from agentrm_jax.models.llama import KVCache, LlamaForCausalLM
 from agentrm_jax.sampling.strategies import SamplingStrategy, select_next
 
@@ -31,10 +33,6 @@ Prompt = str | Sequence[dict[str, str]]
 
 MIN_PROMPT_BUCKET = 16
 STOP_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
-
-
-def next_power_of_two(x: int, minimum: int = 1) -> int:
-    return max(minimum, 1 << max(0, int(x) - 1).bit_length())
 
 
 @flax.struct.dataclass
@@ -176,7 +174,7 @@ class Sampler:
     def _generate_batch(self, batch, max_new_tokens, strategy, temperature, top_p, n, stop, seed):
         real = len(batch)
         rows_b = next_power_of_two(real)
-        prompt_len = next_power_of_two(max(len(p) for p in batch), MIN_PROMPT_BUCKET)
+        prompt_len = bucket_length(max(len(p) for p in batch), MIN_PROMPT_BUCKET)
         out_len = next_power_of_two(max_new_tokens, 8)
         ids = np.full((rows_b, prompt_len), self.pad_id, np.int32)
         mask = np.zeros((rows_b, prompt_len), np.int32)
