@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agentrm_jax.agents.policies import PolicySampler
 from agentrm_jax.agents.prompts import build_messages, parse_step
 from agentrm_jax.agents.trajectory import Step, Trajectory
 
-__all__ = ["run_episode", "step_seed"]
+__all__ = ["context_key", "play_lockstep", "run_episode", "sample_grouped", "step_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,8 @@ def run_episode(env, policy: PolicySampler, *, max_turns: int | None = None, tem
     on_reset(first_observation) is called once before the first turn and
     on_step(turn, step, raw_text) after each turn (for printing).
     The trajectory's instruction is the first observation; `meta` holds the
-    split, seed, turns taken and the raw policy texts.
+    split, seed, turns taken, the raw policy texts and the env's progress after
+    each step (`progress_trace`).
     """
     name = getattr(env, "name", "env")
     split = getattr(env, "split", "train")
@@ -51,6 +54,7 @@ def run_episode(env, policy: PolicySampler, *, max_turns: int | None = None, tem
         raise ValueError("the env has no max_turns; pass max_turns")
     trajectory = Trajectory(task=name, instruction=observation, id=f"{name}/{split}/{seed}")
     raw_texts: list[str] = []
+    trace: list[float] = []
     if on_reset is not None:
         on_reset(observation)
     done = bool(getattr(env, "done", False)) if not reset else False
@@ -66,10 +70,95 @@ def run_episode(env, policy: PolicySampler, *, max_turns: int | None = None, tem
         step = Step(thought=thought, action=action, observation=str(observation))
         trajectory = trajectory.append(step)
         raw_texts.append(text)
+        trace.append(float(env.progress))
         if on_step is not None:
             on_step(turn, step, text)
         turn += 1
     success, progress = bool(env.success), float(env.progress)
     log.debug("%s: %d turns, success=%s progress=%.3f", trajectory.id, turn, success, progress)
     return trajectory.replace(success=success, progress=min(max(progress, 0.0), 1.0),
-                              meta={"split": split, "seed": seed, "turns": turn, "raw": raw_texts})
+                              meta={"split": split, "seed": seed, "turns": turn, "raw": raw_texts,
+                                    "progress_trace": trace})
+
+
+def context_key(messages) -> str:
+    """A fingerprint of a chat context (equal contexts, equal keys)."""
+    blob = json.dumps([[m.get("role"), m.get("content")] for m in messages], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def sample_grouped(policy: PolicySampler, contexts: Sequence[list[dict[str, str]]], *, temperature: float,
+                   seed: int, on_call: Callable[[int, int], None] | None = None) -> list[str]:
+    """One step text per context, sampling identical contexts together.
+
+    Contexts that are equal go to the policy as one context with n = their
+    count, so they share a prefill and still get n different samples (a
+    per-context sampler given the same context twice would return the same text
+    twice). One `sample` call per distinct group size. on_call(contexts, n) is
+    told of each call (for cost accounting).
+    """
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(contexts):
+        groups.setdefault(context_key(c), []).append(i)
+    by_size: dict[int, list[list[int]]] = {}
+    for members in groups.values():
+        by_size.setdefault(len(members), []).append(members)
+    texts: list[str] = [""] * len(contexts)
+    for n, member_lists in sorted(by_size.items()):
+        unique = [contexts[m[0]] for m in member_lists]
+        rows = policy.sample(unique, n=n, temperature=temperature, seed=seed)
+        if on_call is not None:
+            on_call(len(unique), n)
+        for members, row in zip(member_lists, rows):
+            for j, i in enumerate(members):
+                text = row[j] if j < len(row) else ""
+                texts[i] = text if isinstance(text, str) else ""
+    return texts
+
+
+def play_lockstep(envs: Sequence, policy: PolicySampler, *, seed: int, max_turns: int,
+                  first_observations: Sequence[str] | None = None,
+                  temperature: float = 0.0, env_name: str | None = None, one_shot: bool = True,
+                  max_history: int | None = None, ids: Sequence[str] | None = None,
+                  on_call: Callable[[int, int], None] | None = None) -> list[Trajectory]:
+    """Play one episode per env (each already reset, its first observation in `first_observations`;
+    default: the env's `instruction`) together.
+
+    Each turn the live episodes' contexts go to the policy at once
+    (`sample_grouped`: identical contexts share a prefill and get distinct
+    samples), seed `step_seed(seed, turn)`. An episode stops when its env says
+    done or after max_turns turns. Each trajectory carries success and progress
+    from its env, and in `meta` the raw texts and the progress after every step
+    (`progress_trace`, read by the oracle scorer).
+    """
+    if max_turns < 1:
+        raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+    names = [getattr(e, "name", "env") for e in envs]
+    firsts = list(first_observations) if first_observations is not None else [e.instruction for e in envs]
+    if len(firsts) != len(envs):
+        raise ValueError(f"{len(firsts)} first observations for {len(envs)} envs")
+    trajectories = [Trajectory(task=names[i], instruction=str(firsts[i]),
+                               id=ids[i] if ids is not None else f"{names[i]}/{getattr(e, 'split', 'train')}/{seed}")
+                    for i, e in enumerate(envs)]
+    raw: list[list[str]] = [[] for _ in envs]
+    trace: list[list[float]] = [[] for _ in envs]
+    live = [i for i, e in enumerate(envs) if not bool(getattr(e, "done", False))]
+    turn = 0
+    while live and turn < max_turns:
+        contexts = [build_messages(trajectories[i], env_name=env_name or names[i], one_shot=one_shot,
+                                   max_steps=max_history) for i in live]
+        texts = sample_grouped(policy, contexts, temperature=temperature, seed=step_seed(seed, turn), on_call=on_call)
+        still = []
+        for i, text in zip(live, texts):
+            thought, action = parse_step(text)
+            observation, done = envs[i].step(action)
+            trajectories[i] = trajectories[i].append(Step(thought, action, str(observation)))
+            raw[i].append(text)
+            trace[i].append(float(envs[i].progress))
+            if not done:
+                still.append(i)
+        live, turn = still, turn + 1
+    return [t.replace(success=bool(e.success), progress=min(max(float(e.progress), 0.0), 1.0),
+                      meta={"split": getattr(e, "split", "train"), "seed": seed, "turns": len(t.steps),
+                            "raw": raw[i], "progress_trace": trace[i]})
+            for i, (t, e) in enumerate(zip(trajectories, envs))]

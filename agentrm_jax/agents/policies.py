@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from agentrm_jax.agents.prompts import (STOP_STRINGS, action_line_complete, count_steps, cut_after_action,
-                                        shorten_context)
+                                        shorten_context, task_actions)
 from agentrm_jax.agents.trajectory import format_step
 
 __all__ = [
@@ -360,17 +360,50 @@ class ScriptedPolicy:
         self.stats = PolicyStats()
 
     @classmethod
-    def expert(cls, env, *, noise: float = 0.0, seed: int = 0, thought: str = "") -> ScriptedPolicy:
-        """Plays `env.expert_actions()` (the plan from the task's start) by turn number; noise draws from
-        `env.available_actions()`. After a noisy deviation the plan is not re-made, so it may no longer fit.
-        The plan is read from `env` at each call, so the policy follows whichever task `env` was reset to."""
+    def expert(cls, env, *, noise: float = 0.0, seed: int = 0, thought: str = "",
+               replan: bool | None = None) -> ScriptedPolicy:
+        """The env's expert, with probability `noise` replaced by a random action.
+
+        replan=True (the default where the env has `expert_actions_from_here`):
+        for each context the actions it holds are replayed on `env` (from
+        `reset(env.seed)`) and the first action of a plan from the state reached
+        is played, so after a noisy step the expert recovers; noise draws from
+        `env.available_actions()` in that state. replan=False: the plan from the
+        task's start (`expert_actions()`) is played by turn number and does not
+        fit any more after a deviation. The policy follows whichever task `env`
+        was reset to; it owns `env` (replanning steps it).
+        """
+        replan = hasattr(env, "expert_actions_from_here") if replan is None else replan
+        if replan and not hasattr(env, "expert_actions_from_here"):
+            raise ValueError(f"{getattr(env, 'name', 'env')} cannot plan from an arbitrary state "
+                             "(no expert_actions_from_here); use replan=False")
+
+        cache: dict[tuple, tuple[str, list[str]]] = {}  # (seed, actions so far) -> (expert action, choices)
+
+        def at(context: Messages) -> tuple[str, list[str]]:
+            key = (env.seed, tuple(task_actions(context)))
+            if key not in cache:
+                if len(cache) > 100_000:  # bound memory on very long runs
+                    cache.clear()
+                env.reset(env.seed)
+                for action in key[1]:
+                    if env.done:
+                        break
+                    env.step(action)
+                plan = env.expert_actions_from_here()
+                cache[key] = (plan[0] if plan else "", env.available_actions() or sorted(set(env.expert_actions())))
+            return cache[key]
 
         def plan(context: Messages) -> str:
+            if replan:
+                return at(context)[0]
             actions = env.expert_actions()
             t = turn_of(context)
             return actions[t] if t < len(actions) else ""
 
         def available(context: Messages):
+            if replan:
+                return at(context)[1]
             return env.available_actions() or sorted(set(env.expert_actions()))
 
         return cls(plan, noise=noise, actions=available, seed=seed, thought=thought)

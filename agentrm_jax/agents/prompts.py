@@ -27,7 +27,7 @@ from agentrm_jax.agents.trajectory import Trajectory, format_step
 __all__ = [
     "EXAMPLE_END", "ONE_SHOT", "SYSTEM_PROMPT", "STOP_STRINGS", "action_line_complete", "build_messages",
     "count_steps", "cut_after_action", "example_messages", "one_shot_example", "parse_step", "shorten_context",
-    "task_message",
+    "task_actions", "task_message",
 ]
 
 SYSTEM_PROMPT = (
@@ -147,6 +147,12 @@ def count_steps(messages: list[dict[str, str]]) -> int:
         if m.get("role") == "user" and EXAMPLE_END in str(m.get("content", "")):
             start = i
     return sum(1 for m in messages[start:] if m.get("role") == "assistant")
+
+
+def task_actions(messages: list[dict[str, str]]) -> list[str]:
+    """The actions a context's assistant turns took on the real task (the worked example excluded)."""
+    start = _task_index(messages)
+    return [parse_step(str(m.get("content", "")))[1] for m in messages[start:] if m.get("role") == "assistant"]
 
 
 def _task_index(messages: list[dict[str, str]]) -> int:

@@ -22,7 +22,10 @@ Contract (what search, exploration and evaluation rely on):
   implement this by replay from reset (`ReplayEnv`).
 - `available_actions()` lists the valid actions where the set is finite
   (None otherwise); `expert_actions()` is an oracle solution from the env's own
-  solver/walkthrough for the current task from its initial state.
+  solver/walkthrough for the current task from its initial state. Envs whose
+  solver can start anywhere (maze, pddl) also offer `expert_actions_from_here()`,
+  a plan from the current state; `ScriptedPolicy.expert` uses it to replan
+  after a noisy step.
 """
 
 from __future__ import annotations

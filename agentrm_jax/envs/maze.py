@@ -186,6 +186,12 @@ class MazeEnv(ReplayEnv):
             raise RuntimeError("maze: call reset(seed) before expert_actions()")
         return [f"move {d}" for d in self.task.shortest_path(self.task.start)]
 
+    def expert_actions_from_here(self) -> list[str]:
+        """A BFS shortest path from the current position to the goal."""
+        if self.task is None:
+            raise RuntimeError("maze: call reset(seed) before expert_actions_from_here()")
+        return [f"move {d}" for d in self.task.shortest_path(self.position)]
+
     # -- cheap snapshot: the position and the turn state, no replay --------------------------------
     def snapshot(self) -> Any:
         """A picklable copy of the episode state (seed, actions, position, done, best progress)."""

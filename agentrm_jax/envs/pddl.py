@@ -371,18 +371,21 @@ def plan_with_pyperplan(domain: str, problem_text: str) -> tuple[str, ...] | Non
     return tuple(op.name.strip("()").strip() for op in plan)
 
 
-def shortest_plan(task: PddlTask, max_states: int = MAX_STATES) -> tuple[str, ...] | None:
-    """An optimal plan by breadth-first search over `task`'s states (None if unsolvable or over `max_states`).
+def shortest_plan(task: PddlTask, max_states: int = MAX_STATES, *, start: frozenset | None = None
+                  ) -> tuple[str, ...] | None:
+    """An optimal plan by breadth-first search over `task`'s states (None if unsolvable or over `max_states`),
+    from `start` (default: the task's initial state).
 
     Actions are expanded in the task's fixed order, so the same task always
     gets the same plan, whatever the process's hash seed.
     """
     from collections import deque
 
-    if task.goal_fraction(task.init) == 1.0:
+    start = task.init if start is None else frozenset(start)
+    if task.goal_fraction(start) == 1.0:
         return ()
-    parent: dict[frozenset[Atom], tuple[frozenset[Atom], str] | None] = {task.init: None}
-    queue = deque([task.init])
+    parent: dict[frozenset[Atom], tuple[frozenset[Atom], str] | None] = {start: None}
+    queue = deque([start])
     while queue:
         state = queue.popleft()
         for action in task.applicable(state):
@@ -516,6 +519,12 @@ class PddlEnv(ReplayEnv):
         if self.task is None:
             raise RuntimeError(f"{self.name}: call reset(seed) before expert_actions()")
         return list(self._plan)
+
+    def expert_actions_from_here(self) -> list[str]:
+        """An optimal plan from the current state ([] if the goal holds or none is found)."""
+        if self.task is None:
+            raise RuntimeError(f"{self.name}: call reset(seed) before expert_actions_from_here()")
+        return list(shortest_plan(self.task, start=self.state) or ())
 
     # -- cheap snapshot ---------------------------------------------------------------------------
     def snapshot(self) -> Any:

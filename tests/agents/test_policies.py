@@ -87,13 +87,46 @@ def test_expert_policy_on_maze_follows_the_plan():
     env = maze.MazeEnv()
     env.reset(5)
     plan = env.expert_actions()
-    policy = ScriptedPolicy.expert(env)
-    ctx = list(CTX0)
-    for t, expected in enumerate(plan):
-        assert parse_step(policy.sample([ctx])[0][0])[1] == expected
-        ctx = ctx + [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]
+    for replan in (False, True):
+        policy = ScriptedPolicy.expert(env, replan=replan)
+        ctx = list(CTX0)
+        for t, expected in enumerate(plan):
+            text = policy.sample([ctx])[0][0]
+            assert parse_step(text)[1] == expected, (replan, t)
+            ctx = ctx + [{"role": "assistant", "content": text}, {"role": "user", "content": "y"}]
     noisy = ScriptedPolicy.expert(env, noise=1.0, seed=3).sample([CTX0], n=10)[0]
     assert {parse_step(t)[1] for t in noisy} <= set(env.available_actions())
+
+
+def test_replanning_expert_recovers_after_a_wrong_step():
+    """After a step off the plan, the replanning expert still reaches the goal; the by-turn one does not."""
+    import agentrm_jax.envs.maze as maze
+    from agentrm_jax.agents.loop import run_episode
+
+    probe = maze.MazeEnv()
+    probe.reset(5)
+    plan = probe.expert_actions()
+    opposite = {"north": "south", "south": "north", "east": "west", "west": "east"}
+    detour = f"move {opposite[plan[0].split()[1]]}"  # undoes nothing useful: a wall bump or a step back
+
+    def play(replan):
+        expert = ScriptedPolicy.expert(probe, replan=replan)
+        first = {"n": 0}
+
+        class Detour:  # the first step goes the wrong way, then the expert takes over
+            def sample(self, contexts, n=1, temperature=0.0, seed=0):
+                if first["n"] == 0:
+                    first["n"] = 1
+                    return [[f"Action: {detour}"]]
+                return expert.sample(contexts, n=n, temperature=temperature, seed=seed)
+
+        env = maze.MazeEnv()
+        return run_episode(env, Detour(), seed=5, max_turns=len(plan) + 4, env_name="maze")
+
+    assert play(True).success
+    assert not play(False).success
+    with pytest.raises(ValueError, match="replan=False"):
+        ScriptedPolicy.expert(RandomPolicy(ACTIONS), replan=True)
 
 
 # ------------------------------------------------------------------------------------ JaxPolicy (tiny)
