@@ -43,8 +43,8 @@ def select_beams(scores: jax.Array, valid: jax.Array, *, width: int
     scores: float32 [W, K], the score of sample k of beam w; valid: bool [W, K]
     (False for padding rows of beams that do not exist and dropped duplicates).
     Order: valid before invalid, then higher score, then lower flat index
-    w*K + k (so ties go to the earlier beam and sample). NaN and -inf scores of
-    valid candidates rank below every finite score but above invalid ones.
+    w*K + k (so ties go to the earlier beam and sample). Non-finite scores (NaN,
+    +-inf) of valid candidates rank below every finite score but above invalid ones.
 
     Returns parents int32 [width] (the beam w), samples int32 [width] (k),
     chosen float32 [width] (their scores) and keep bool [width] (False where

@@ -1,0 +1,51 @@
+"""Search through the real JAX path: a tiny random Llama as the policy and an explicit RM on another.
+
+The text such a policy writes is noise, so this checks plumbing and cost
+accounting, not success: shared prefills counted by the sampler itself,
+tokens generated and scored, RM scores of partial trajectories in the tree.
+"""
+
+import numpy as np
+import pytest
+
+from agentrm_jax.agents.policies import JaxPolicy
+from agentrm_jax.envs import make
+from agentrm_jax.models.config import ModelConfig
+from agentrm_jax.models.llama import init_model
+from agentrm_jax.rewards.heads import ValueModel
+from agentrm_jax.rewards.scoring import ExplicitRM, ScoringConfig
+from agentrm_jax.search import SearchConfig, beam_search, best_of_n, greedy
+
+
+@pytest.fixture(scope="module")
+def policy_and_rm(bundled_tokenizer):
+    vocab = len(bundled_tokenizer)
+    config = ModelConfig.tiny(vocab_size=vocab, max_position_embeddings=4096)
+    policy = JaxPolicy(init_model(config, seed=1), bundled_tokenizer, max_new_tokens=16)
+    rm = ExplicitRM(ValueModel.create(init_model(config, seed=2), seed=3), bundled_tokenizer,
+                    config=ScoringConfig(batch_size=8))
+    return policy, rm
+
+
+def test_beam_and_best_of_n_with_jax_policy_and_explicit_rm(policy_and_rm):
+    policy, rm = policy_and_rm
+    factory = lambda: make("maze", split="test")  # noqa: E731
+    cfg = SearchConfig(seed=2, max_turns=2, n=3, beam_width=2, expansions=3, temperature=1.0)
+
+    before = policy.stats.prefills
+    beam = beam_search(policy, rm, factory, cfg)
+    c = beam.costs
+    assert policy.stats.prefills - before == c.policy_contexts  # one prefill per beam, shared by its K samples
+    assert c.prefills_saved == 2 * c.policy_contexts and c.policy_tokens > 0 and c.rm_tokens > 0
+    stepped = [n for n in beam.tree if not n.duplicate]
+    assert all(np.isfinite(n.score) for n in stepped) and all(n.score == -np.inf for n in beam.tree if n.duplicate)
+    assert 1 <= len(beam.trajectory.steps) <= 2
+    # the chosen trajectory's score is what the RM gives it when scored alone
+    np.testing.assert_allclose(rm.score([beam.trajectory])[0], beam.score, atol=1e-5)
+
+    bon = best_of_n(policy, rm, factory, cfg)
+    np.testing.assert_allclose(rm.score(list(bon.candidates)), bon.scores, atol=1e-5)
+    assert bon.costs.prefills_saved >= 2 and bon.costs.rm_trajectories == 3
+
+    g1, g2 = greedy(policy, factory, cfg), greedy(policy, factory, cfg)
+    assert g1.trajectory == g2.trajectory and g1.costs.policy_tokens > 0
