@@ -85,6 +85,14 @@ def test_best_of_n_baselines_bound_the_choice(results):
         assert rnd.baselines["random_pick_progress"] == pytest.approx(pick.progress)
         assert rnd.baselines["oracle_pass"] >= float(rnd.success)
         assert len(oracle.candidates) == 4 and len(oracle.scores) == 4
+        # the figures of the first n samples, n = 1, 2 (the scaling curve from one run)
+        passes = [oracle.baselines[f"oracle_pass@{m}"] for m in (1, 2)] + [oracle.baselines["oracle_pass"]]
+        assert passes == sorted(passes)
+        for m in (1, 2):
+            assert oracle.baselines[f"rm_pick_success@{m}"] == oracle.baselines[f"oracle_pass@{m}"]
+            head = rnd.candidates[:m]
+            assert rnd.baselines[f"random_pick_success@{m}"] == float(bool(head[random_pick_index(seed, m)].success))
+        assert oracle.baselines["rm_pick_success@1"] == float(bool(oracle.candidates[0].success))
         assert oracle.score == max(oracle.scores)
 
 
