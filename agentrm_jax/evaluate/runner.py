@@ -1,0 +1,322 @@
+"""Run an evaluation: envs x methods x seeds, one JSONL row per episode, resumable, optionally in worker processes.
+
+    plan_episodes(cfg)    every (env, method, seed) episode of the config, keyed (see `Episode.key`)
+    run_eval(cfg)         plays the episodes whose key is not in cfg.output yet; appends one row each
+    read_rows(path)       the rows of a results file (a torn last line is dropped, or cut with repair=True)
+
+Resume: a row is appended (and fsynced) as soon as its episode ends, so a run
+killed at any point loses at most the episodes in flight; rerunning skips
+every key already written and cuts a torn last line first. Duplicates are
+never written (the parent process is the only writer and checks keys).
+Two runs appending to one file at the same time are not supported.
+
+Eval row (DESIGN.md): env, seed, method, params, trajectory, success,
+progress, score, costs, plus rm (null for greedy, which uses none), split,
+policy, baselines, candidate_scores and key.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentrm_jax.agents.trajectory import RecordError, append_jsonl
+from agentrm_jax.evaluate.config import MODEL_POLICIES, TASK_POLICIES, EvalConfig, Method
+
+__all__ = ["Episode", "EpisodeRunner", "build_rm", "check_paths", "plan_episodes", "read_rows", "run_eval"]
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One search on one task: what a row records and what its key identifies.
+
+    rm: the RM label (None for greedy, which uses no RM, so greedy rows are shared by runs with different RMs).
+    policy: the policy label (`EvalConfig.policy_label`).
+    max_turns: the config's limit (None: the env's own).
+    """
+
+    env: str
+    split: str
+    seed: int
+    method: Method
+    rm: str | None
+    policy: str
+    temperature: float
+    max_turns: int | None
+
+    @property
+    def key(self) -> str:
+        """A string naming exactly this episode, e.g. `maze|test|3|best_of_n=4|T=0.7|turns=8|rm=oracle|policy=bundled`.
+
+        Greedy keys carry no temperature (greedy always decodes at 0) and no RM.
+        """
+        temp = "T=-" if self.method.name == "greedy" else f"T={self.temperature:g}"
+        turns = f"turns={self.max_turns if self.max_turns is not None else 'env'}"
+        return "|".join([self.env, self.split, str(self.seed), self.method.spec, temp, turns,
+                         f"rm={self.rm or '-'}", f"policy={self.policy}"])
+
+
+def plan_episodes(cfg: EvalConfig) -> list[Episode]:
+    """Every episode of `cfg`, ordered env, then method, then seed (the order a single worker plays them)."""
+    return [Episode(env=env, split=cfg.split, seed=seed, method=m, rm=None if m.name == "greedy" else cfg.rm_label,
+                    policy=cfg.policy_label, temperature=cfg.temperature, max_turns=cfg.max_turns)
+            for env in cfg.envs for m in cfg.methods for seed in cfg.task_seeds]
+
+
+# ----------------------------------------------------------------------------------------------- file
+
+
+def read_rows(path: str | os.PathLike, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The rows of a results JSONL file ([] if it does not exist).
+
+    A last line without its newline is a write cut short by a kill: it is
+    kept if it parses as a complete object (repair=True adds the newline) and
+    dropped otherwise (repair=True truncates it from the file). A malformed
+    line anywhere else raises `RecordError` naming file:line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    rows = []
+    for lineno, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RecordError(f"not a JSON object ({e}); delete or fix this line to use the file",
+                              path=str(path), line=lineno) from None
+        if not isinstance(row, dict):
+            raise RecordError("not a JSON object", path=str(path), line=lineno)
+        rows.append(row)
+    if tail.strip():
+        try:
+            row = json.loads(tail)
+            complete = isinstance(row, dict)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            complete = False
+        if complete:
+            rows.append(row)
+        if repair:
+            with open(path, "r+b") as f:
+                if complete:
+                    f.seek(0, os.SEEK_END)
+                    f.write(b"\n")
+                else:  # a torn write: cut it so the next append starts a fresh line
+                    f.truncate(len(data) - len(tail))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ resources
+
+
+def _model_path_ok(spec: str, what: str) -> None:
+    if not Path(spec).expanduser().exists():
+        raise FileNotFoundError(f"{what} {spec!r}: no such file or directory (expected an HF model directory "
+                                f"or a .gguf file)")
+
+
+def check_paths(cfg: EvalConfig, *, policy: bool = True, rm: bool = True) -> None:
+    """Check that every file the policy (if `policy`) and RM (if `rm`) specs name exists.
+
+    Cheap: run before loading anything, so a typo fails in a second, not after a model load.
+    """
+    if policy and cfg.policy not in TASK_POLICIES + MODEL_POLICIES and not cfg.policy.startswith(("http://", "https://")):
+        _model_path_ok(cfg.policy, "policy")
+    if not rm or not any(m.name != "greedy" for m in cfg.methods):
+        return  # no RM is built
+    kind, sep, rest = cfg.rm.partition(":")
+    if cfg.rm == "oracle" or kind == "random":
+        return
+    if kind == "judge":
+        if rest != "bundled" and not rest.startswith(("http://", "https://")):
+            _model_path_ok(rest, "rm judge model")
+    elif kind == "implicit":
+        for p in rest.split(","):
+            _model_path_ok(p.strip(), "rm implicit model")
+    else:
+        directory = Path(rest if kind == "explicit" else cfg.rm).expanduser()
+        if not (directory / "config.json").exists():
+            raise FileNotFoundError(f"rm {cfg.rm!r}: {directory} is not an RM directory (no config.json); "
+                                    "give an `agentrm train` output or an HF sequence classifier directory")
+
+
+def build_rm(spec: str, *, batch_size: int = 8):
+    """A reward model from its spec (see `EvalConfig.rm`); learned RMs load their weights here (slow)."""
+    from agentrm_jax.rewards.commands import build_reward_model
+    from agentrm_jax.search import OracleScorer, RandomScorer
+
+    kind, _, rest = spec.partition(":")
+    if spec == "oracle":
+        return OracleScorer()
+    if kind == "random":
+        return RandomScorer(seed=int(rest or 0))
+    if kind == "judge":
+        return build_reward_model("judge", judge=rest, batch_size=batch_size)
+    if kind == "implicit":
+        policy, reference = (p.strip() for p in rest.split(","))
+        return build_reward_model("implicit", policy=policy, reference=reference, batch_size=batch_size)
+    return build_reward_model("explicit", rm=rest if kind == "explicit" else spec, batch_size=batch_size)
+
+
+def _new_env(name: str, split: str):
+    """A fresh, un-reset env (what search functions want from their factory)."""
+    from agentrm_jax.envs import REGISTRY
+
+    return REGISTRY[name].factory(split=split)
+
+
+class EpisodeRunner:
+    """Plays episodes of one config, building the policy and the RM once (lazily) and reusing them.
+
+    policy / rm: ready objects to use instead of building them from the config's specs (the config's
+    labels still name them in rows and keys). The expert and random policies belong to one task, so
+    unless a policy object is given they are rebuilt for every episode (cheap).
+    """
+
+    def __init__(self, cfg: EvalConfig, *, policy=None, rm=None):
+        self.cfg = cfg
+        self._policy, self._rm = policy, rm
+
+    def policy_for(self, env: str, seed: int):
+        from agentrm_jax.agents.commands import make_policy
+
+        cfg = self.cfg
+        if self._policy is not None:
+            return self._policy
+        if cfg.policy in TASK_POLICIES:
+            probe = _new_env(env, cfg.split)
+            probe.reset(seed)
+            return make_policy(cfg.policy, probe, seed=cfg.policy_seed, noise=cfg.noise)
+        self._policy = make_policy(cfg.policy, None, max_new_tokens=cfg.max_new_tokens)
+        return self._policy
+
+    @property
+    def rm(self):
+        if self._rm is None:
+            self._rm = build_rm(self.cfg.rm, batch_size=self.cfg.rm_batch_size)
+        return self._rm
+
+    def run(self, episode: Episode) -> dict[str, Any]:
+        """Play one episode; returns its eval row."""
+        from agentrm_jax.search import SearchConfig, beam_search, best_of_n, greedy
+
+        m = episode.method
+        search_cfg = SearchConfig(seed=episode.seed, max_turns=episode.max_turns, temperature=episode.temperature,
+                                  n=max(m.n, 1), beam_width=max(m.width, 1), expansions=max(m.expansions, 1))
+        policy = self.policy_for(episode.env, episode.seed)
+        name, split = episode.env, episode.split
+
+        def factory():
+            return _new_env(name, split)
+
+        if m.name == "greedy":
+            result = greedy(policy, factory, search_cfg)
+        elif m.name == "best_of_n":
+            result = best_of_n(policy, self.rm, factory, search_cfg)
+        else:
+            result = beam_search(policy, self.rm, factory, search_cfg)
+        d = result.to_dict()
+        return {"env": episode.env, "seed": episode.seed, "method": d["method"], "params": d["params"],
+                "trajectory": d["trajectory"], "success": d["success"], "progress": d["progress"],
+                "score": d["score"], "costs": d["costs"], "rm": episode.rm, "split": episode.split,
+                "policy": episode.policy, "baselines": d["baselines"], "candidate_scores": d["candidate_scores"],
+                "key": episode.key}
+
+
+# ------------------------------------------------------------------------------------------- workers
+
+# Set in worker processes only (by `_init_worker`): each worker builds its policy and RM once.
+_WORKER_RUNNER: EpisodeRunner | None = None
+
+
+def _init_worker(cfg: EvalConfig) -> None:
+    global _WORKER_RUNNER
+    _WORKER_RUNNER = EpisodeRunner(cfg)
+
+
+def _work(episode: Episode) -> dict[str, Any]:
+    assert _WORKER_RUNNER is not None, "worker not initialised"
+    return _WORKER_RUNNER.run(episode)
+
+
+def _results_in_pool(cfg: EvalConfig, todo: Sequence[Episode], workers: int) -> Iterator[dict[str, Any]]:
+    """Rows of `todo` as workers finish them (any order); pending episodes are cancelled on error or close."""
+    ctx = multiprocessing.get_context("spawn")  # fork after JAX has started threads can deadlock
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg,))
+    try:
+        pending = {pool.submit(_work, ep) for ep in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                yield fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------------------- driver
+
+
+def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True) -> Path:
+    """Play every episode of `cfg` not yet in `cfg.output`, appending one row each; returns the output path.
+
+    policy / rm: ready objects to use instead of building them from the specs (single worker only;
+    the config's labels name them in rows). With `cfg.workers > 1` episodes run in a pool of spawned
+    processes, each building its own policy and RM once; rows are the same as with one worker (search
+    is deterministic given the task seed) but are written in the order episodes finish.
+    A progress bar (stderr) shows episodes done and the running success rate.
+    """
+    if cfg.workers > 1 and (policy is not None or rm is not None):
+        raise ValueError("run_eval: policy/rm objects cannot be shipped to worker processes; pass specs in the "
+                         "config (policy, rm) or use workers=1")
+    check_paths(cfg, policy=policy is None, rm=rm is None)
+    out = Path(cfg.output)
+    episodes = plan_episodes(cfg)
+    existing = {row.get("key"): row for row in read_rows(out, repair=True)}
+    todo = [ep for ep in episodes if ep.key not in existing]
+    wins = [bool(existing[ep.key].get("success")) for ep in episodes if ep.key in existing]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=f"eval -> {out.name}",
+                   unit="ep", file=sys.stderr, dynamic_ncols=True)
+        if wins:
+            bar.set_postfix(success=f"{sum(wins) / len(wins):.0%}")
+    written = set(existing)
+    if not todo:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.touch()
+    workers = min(cfg.workers, len(todo))
+    if workers > 1:
+        rows = _results_in_pool(cfg, todo, workers)
+    else:
+        runner = EpisodeRunner(cfg, policy=policy, rm=rm)
+        rows = (runner.run(ep) for ep in todo)
+    try:
+        for row in rows:
+            if row["key"] in written:  # cannot happen (keys are unique); guards the file all the same
+                continue
+            append_jsonl(out, [row])
+            written.add(row["key"])
+            wins.append(bool(row["success"]))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(success=f"{sum(wins) / len(wins):.0%}", last=f"{row['env']}/{row['seed']}")
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+        if bar is not None:
+            bar.close()
+    return out
