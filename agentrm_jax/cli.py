@@ -4,6 +4,7 @@
     agentrm bench models|rewards         ours vs transformers+torch (models: forward, decode; rewards: scoring)
     agentrm score --rm DIR --input T.jsonl --output S.jsonl     score trajectories with a reward model
     agentrm serve / agentrm play         OpenAI-compatible server for our model; play an env episode
+    agentrm eval --config C.yaml / agentrm report R.jsonl   search methods x envs x seeds; table + scaling plots
 
 Subcommands beyond generate/bench live next to their code and are added by
 the `register(subparsers)` of each module in `_COMMAND_MODULES`.
@@ -44,7 +45,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMAND_MODULES = ("agentrm_jax.rewards.commands", "agentrm_jax.agents.commands")
+_COMMAND_MODULES = ("agentrm_jax.rewards.commands", "agentrm_jax.agents.commands",
+                    "agentrm_jax.evaluate.commands")
 _BENCHMARKS = {"models": "bench_models.py", "rewards": "bench_rewards.py"}
 
 
