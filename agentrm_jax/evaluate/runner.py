@@ -21,6 +21,8 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -240,9 +242,18 @@ class EpisodeRunner:
 _WORKER_RUNNER: EpisodeRunner | None = None
 
 
-def _init_worker(cfg: EvalConfig) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Exit when the parent process is gone (a killed `agentrm eval` must not leave workers playing on)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(cfg: EvalConfig, parent: int) -> None:
     global _WORKER_RUNNER
     _WORKER_RUNNER = EpisodeRunner(cfg)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 def _work(episode: Episode) -> dict[str, Any]:
@@ -253,7 +264,8 @@ def _work(episode: Episode) -> dict[str, Any]:
 def _results_in_pool(cfg: EvalConfig, todo: Sequence[Episode], workers: int) -> Iterator[dict[str, Any]]:
     """Rows of `todo` as workers finish them (any order); pending episodes are cancelled on error or close."""
     ctx = multiprocessing.get_context("spawn")  # fork after JAX has started threads can deadlock
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg,))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(cfg, os.getpid()))
     try:
         pending = {pool.submit(_work, ep) for ep in todo}
         while pending:

@@ -96,22 +96,49 @@ def test_a_corrupt_middle_line_is_an_error_naming_file_and_line(tmp_path):
         run_eval(small_config(out), progress=False)
 
 
-def test_killed_run_resumes_with_every_episode_exactly_once(tmp_path, reference_rows):
-    out = tmp_path / "rows.jsonl"
-    cfg = small_config(out)
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:  # fields: state, ppid, ...
+            out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start_and_kill(cfg, tmp_path, after_rows: int) -> list[int]:
+    """Run `agentrm eval` on `cfg` in a subprocess, SIGKILL it once `after_rows` rows are written; its children."""
     config_path = tmp_path / "cfg.yaml"
     config_path.write_text(yaml.safe_dump(cfg.to_dict()))
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "agentrm_jax.cli", "eval", "--config", str(config_path),
                              "--no-progress"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    total = len(reference_rows)
     deadline = time.monotonic() + 120
-    while _count_lines(out) < 3 and proc.poll() is None and time.monotonic() < deadline:
+    while _count_lines(Path(cfg.output)) < after_rows and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
+    children = _children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    return children
+
+
+def test_killed_run_resumes_with_every_episode_exactly_once(tmp_path, reference_rows):
+    out = tmp_path / "rows.jsonl"
+    cfg = small_config(out)
+    _start_and_kill(cfg, tmp_path, after_rows=3)
+    total = len(reference_rows)
     written = len(read_rows(out))
     assert 3 <= written < total, f"the kill came too late to test a resume ({written} of {total} rows)"
     run_eval(cfg, progress=False)
@@ -149,3 +176,16 @@ def test_a_given_rm_object_is_used(tmp_path):
     assert rm.calls > 0 and {r["rm"] for r in rows if r["method"] != "greedy"} == {"explicit:constant"}
     bon = next(r for r in rows if r["method"] == "best_of_n")
     assert bon["candidate_scores"] == [0.0, 0.0] and bon["score"] == 0.0
+
+
+def test_killed_pool_leaves_no_workers_and_resumes(tmp_path, reference_rows):
+    out = tmp_path / "rows.jsonl"
+    cfg = small_config(out, workers=2)
+    children = _start_and_kill(cfg, tmp_path, after_rows=4)
+    assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
+    deadline = time.monotonic() + 20
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(c) for c in children), "workers outlived their killed parent"
+    run_eval(cfg, progress=False)
+    assert by_key(read_rows(out)) == reference_rows
