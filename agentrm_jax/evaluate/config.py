@@ -114,8 +114,8 @@ def _method_values(name: str, values: Any) -> list[Method]:
             return []
         raise ValueError(f"greedy takes no sizes (write `greedy: true` or just `greedy`), got {values!r}")
     if values is None or values is True or values == "":
-        raise ValueError(f"{canonical} needs sizes: " + ("N values, e.g. best_of_n: [1, 2, 4]"
-                                                         if canonical == "best_of_n" else "WxK shapes, e.g. beam: [2x2]"))
+        example = "N values, e.g. best_of_n: [1, 2, 4]" if canonical == "best_of_n" else "WxK shapes, e.g. beam: [2x2]"
+        raise ValueError(f"{canonical} needs sizes: {example}")
     if values is False:
         return []
     if isinstance(values, str):

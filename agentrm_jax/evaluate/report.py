@@ -209,16 +209,18 @@ def summarize(rows: list[dict[str, Any]], *, source: str = "") -> Summary:
             n, b = int(params.get("n", 0)), r.get("baselines") or {}
             put(RowKey(context, 1, rm, temp, (n,)), env, seed, r.get("success"), r.get("progress"))
             if "random_pick_success" in b:
-                put(RowKey(context, 2, "", temp, (n,)), env, seed, b["random_pick_success"], b.get("random_pick_progress"))
+                put(RowKey(context, 2, "", temp, (n,)), env, seed, b["random_pick_success"],
+                    b.get("random_pick_progress"))
             if "oracle_pass" in b:
                 put(RowKey(context, 3, "", temp, (n,)), env, seed, b["oracle_pass"], b.get("oracle_progress"))
             for name, value in b.items():
                 if not name.startswith("rm_pick_success@"):
                     continue
                 m = int(name.split("@")[1])
-                for kind, success, progress in ((1, value, b.get(f"rm_pick_progress@{m}")),
-                                                (2, b.get(f"random_pick_success@{m}"), b.get(f"random_pick_progress@{m}")),
-                                                (3, b.get(f"oracle_pass@{m}"), None)):
+                figures = ((1, value, b.get(f"rm_pick_progress@{m}")),
+                           (2, b.get(f"random_pick_success@{m}"), b.get(f"random_pick_progress@{m}")),
+                           (3, b.get(f"oracle_pass@{m}"), None))
+                for kind, success, progress in figures:
                     if success is None:
                         continue
                     key = RowKey(context, kind, rm if kind == 1 else "", temp, (m,))

@@ -133,7 +133,8 @@ def check_paths(cfg: EvalConfig, *, policy: bool = True, rm: bool = True) -> Non
 
     Cheap: run before loading anything, so a typo fails in a second, not after a model load.
     """
-    if policy and cfg.policy not in TASK_POLICIES + MODEL_POLICIES and not cfg.policy.startswith(("http://", "https://")):
+    served = cfg.policy.startswith(("http://", "https://"))
+    if policy and cfg.policy not in TASK_POLICIES + MODEL_POLICIES and not served:
         _model_path_ok(cfg.policy, "policy")
     if not rm or not any(m.name != "greedy" for m in cfg.methods):
         return  # no RM is built

@@ -89,9 +89,11 @@ def test_noise_only_with_the_expert():
 def test_overrides_replace_file_values(tmp_path):
     path = _write(tmp_path, "envs: [maze]\nseeds: 20\nmethods: {greedy: true}\n")
     cfg = EvalConfig.from_yaml(path, {"seeds": [3, 5], "methods": ["beam=2x2"], "workers": None})
-    assert cfg.envs == ("maze",) and cfg.task_seeds == (3, 5) and cfg.methods == (Method("beam", width=2, expansions=2),)
+    assert cfg.envs == ("maze",) and cfg.task_seeds == (3, 5)
+    assert cfg.methods == (Method("beam", width=2, expansions=2),)
     assert cfg.workers == 1  # None leaves the default
     assert EvalConfig.from_dict(cfg.to_dict()) == cfg  # to_dict round-trips
+    assert cfg.replace(seeds=2, temperature=None).task_seeds == (0, 1) and cfg.replace().temperature == cfg.temperature
 
 
 @pytest.mark.parametrize("name", ["eval_scripted.yaml", "eval_bundled.yaml"])

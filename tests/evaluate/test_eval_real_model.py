@@ -1,4 +1,7 @@
-"""The whole eval path on the bundled SmolLM2 policy with an explicit RM (untrained head): runs, writes a table and a PNG."""
+"""The whole eval path on the bundled SmolLM2 policy with an explicit RM (untrained head).
+
+It must run and write a table and a PNG; the numbers mean nothing.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import yaml
 from agentrm_jax.evaluate import plan_episodes, read_rows, run_eval
 from agentrm_jax.agents.trajectory import RecordError
 
-from eval_helpers import by_key, comparable, small_config
+from eval_helpers import by_key, small_config
 
 REPO = Path(__file__).resolve().parents[2]
 
