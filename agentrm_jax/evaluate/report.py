@@ -219,12 +219,13 @@ def summarize(rows: list[dict[str, Any]], *, source: str = "") -> Summary:
                 m = int(name.split("@")[1])
                 figures = ((1, value, b.get(f"rm_pick_progress@{m}")),
                            (2, b.get(f"random_pick_success@{m}"), b.get(f"random_pick_progress@{m}")),
-                           (3, b.get(f"oracle_pass@{m}"), None))
+                           (3, b.get(f"oracle_pass@{m}"), b.get(f"oracle_progress@{m}")))
                 for kind, success, progress in figures:
                     if success is None:
                         continue
                     key = RowKey(context, kind, rm if kind == 1 else "", temp, (m,))
-                    derived[(key, env)][n].setdefault(seed, (bool(_num(success)), _num(progress)))
+                    derived[(key, env)][n].setdefault(
+                        seed, (bool(_num(success)), math.nan if progress is None else _num(progress)))
 
     cells: dict[tuple[RowKey, str], Cell] = {}
     derived_from: dict[RowKey, set[int]] = defaultdict(set)
@@ -237,8 +238,7 @@ def summarize(rows: list[dict[str, Any]], *, source: str = "") -> Summary:
         n = min(by_n)  # the smallest run that holds these figures
         by_seed = by_n[n]
         values = [by_seed[s] for s in sorted(by_seed)]
-        # pass@m progress is not recorded per prefix: the cell shows success only (progress nan)
-        progress = tuple(v[1] for v in values) if key.kind != "pass" else tuple(math.nan for _ in values)
+        progress = tuple(v[1] for v in values)  # nan where an older row lacks oracle_progress@m
         cells[(key, env)] = Cell(sum(v[0] for v in values), progress, derived=True)
         derived_from[key].add(n)
 
@@ -307,8 +307,7 @@ def render_markdown(summary: Summary) -> str:
     if summary.derived_from:
         notes = sorted({n for ns in summary.derived_from.values() for n in ns})
         lines += ["", f"{DERIVED_MARK} from the first N samples of the Best-of-N runs at N = "
-                      f"{', '.join(map(str, notes))} (no run of that N; they are distributed as its samples). "
-                      "pass@N progress is not recorded for such prefixes."]
+                      f"{', '.join(map(str, notes))} (no run of that N; they are distributed as its samples)."]
     return "\n".join(lines) + "\n"
 
 

@@ -39,7 +39,8 @@ def best_of_n(policy: PolicySampler, rm, env_factory: EnvFactory, cfg: SearchCon
 
     It also records the same figures for the first n samples, for every power
     of two n < N (keys `rm_pick_success@n`, `rm_pick_progress@n`,
-    `random_pick_success@n`, `random_pick_progress@n`, `oracle_pass@n`): the
+    `random_pick_success@n`, `random_pick_progress@n`, `oracle_pass@n`,
+    `oracle_progress@n`): the
     first n of N samples are distributed exactly as the n samples of a
     Best-of-n run, so one run at N gives the whole test-time-scaling curve.
     """
@@ -73,7 +74,8 @@ def best_of_n(policy: PolicySampler, rm, env_factory: EnvFactory, cfg: SearchCon
                           f"rm_pick_progress@{m}": float(rm_pick.progress or 0.0),
                           f"random_pick_success@{m}": float(bool(rnd.success)),
                           f"random_pick_progress@{m}": float(rnd.progress or 0.0),
-                          f"oracle_pass@{m}": float(any(bool(t.success) for t in head))})
+                          f"oracle_pass@{m}": float(any(bool(t.success) for t in head)),
+                          f"oracle_progress@{m}": float(max(t.progress or 0.0 for t in head))})
     params = {"n": cfg.n, "temperature": cfg.temperature, "max_turns": limit}
     return SearchResult(method="best_of_n", params=params, trajectory=trajectories[best],
                         score=float(scores[best]), costs=meter.costs(), candidates=tuple(trajectories),
