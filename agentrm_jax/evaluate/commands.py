@@ -110,7 +110,7 @@ def register(subparsers) -> None:
                     "t interval over task seeds) written to DIR/results.md and printed, and PNG plots of success "
                     "vs N (Best-of-N) and vs beam width, per env (DIR/scaling_<env>.png) and averaged "
                     "(DIR/scaling_mean.png).")
-    rep.add_argument("results", help="eval rows JSONL (from `agentrm eval` or scripts/measure_search.py)")
+    rep.add_argument("results", help="eval rows JSONL (from `agentrm eval`)")
     rep.add_argument("--out", default=None, help="directory for results.md and the PNGs (default: the results "
                                                  "file's directory)")
     rep.set_defaults(func=_cmd_report)

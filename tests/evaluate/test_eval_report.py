@@ -113,8 +113,8 @@ def test_a_run_of_its_own_wins_over_prefix_figures():
     assert summary.cells[(r1, "maze")].derived  # no run supplies random pick N=1 but the prefix
 
 
-def test_rows_from_measure_search_are_read(tmp_path):
-    # scripts/measure_search.py writes rm "none" for greedy and its own keys.
+def test_rows_with_foreign_keys_and_rm_none_are_read(tmp_path):
+    # rows written by other drivers: rm "none" for greedy and keys of their own
     rows = [dict(_row("maze", s, "greedy", True, 1.0, rm="none", max_turns=6), key=json.dumps(["maze", s]))
             for s in range(2)]
     rows += [_row("maze", s, "beam", False, 0.5, rm="random", beam_width=2, expansions=2, temperature=0.7)
