@@ -84,22 +84,10 @@ def _check_args(contexts, n, temperature):
 
 
 def _action_sampler(model, tokenizer, max_batch):
-    """A `Sampler` that also treats a finished action line as a stop (so decoding ends right after it)."""
-    from agentrm_jax.sampling.sampler import Completion, Sampler
+    """A `Sampler` that also stops a row once its action line is complete (so decoding ends right after it)."""
+    from agentrm_jax.sampling.sampler import Sampler
 
-    class _ActionSampler(Sampler):
-        def _has_stop(self, ids, stop) -> bool:
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            return any(s in text for s in stop) or action_line_complete(text)
-
-        def _completion(self, ids, stop, stopped):
-            done = super()._completion(ids, stop, stopped)
-            text = cut_after_action(done.text)
-            if text != done.text.rstrip() or (stopped and done.finish_reason != "stop"):
-                return Completion(text=text, token_ids=done.token_ids, finish_reason="stop")
-            return done
-
-    return _ActionSampler(model, tokenizer, max_batch=max_batch)
+    return Sampler(model, tokenizer, max_batch=max_batch, stop_when=action_line_complete)
 
 
 class JaxPolicy:

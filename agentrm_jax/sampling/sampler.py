@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.struct
 import jax
@@ -113,12 +113,16 @@ class Sampler:
 
     Holds the model split into (graphdef, params) once, so repeated calls do no
     NNX graph traversal; compiled programs are shared by all samplers of models
-    with the same structure.
+    with the same structure. stop_when(text) -> bool, if given, ends a row
+    (finish_reason "stop", text kept whole) once its decoded completion
+    satisfies it; like stop strings it is checked every STOP_CHECK_EVERY tokens.
     """
 
-    def __init__(self, model: LlamaForCausalLM, tokenizer: Any, *, max_batch: int = 8):
+    def __init__(self, model: LlamaForCausalLM, tokenizer: Any, *, max_batch: int = 8,
+                 stop_when: Callable[[str], bool] | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.stop_when = stop_when
         self.graphdef, self.params = nnx.split(model)
         self.config = model.config
         self.tokenizer = tokenizer
@@ -195,10 +199,11 @@ class Sampler:
         args = (jnp.asarray(self.eos_ids), jnp.int32(self.pad_id), jnp.float32(temperature),
                 jnp.float32(top_p))
         step = 0
+        checking = bool(stop) or self.stop_when is not None
         while step < max_new_tokens:
-            step = min(max_new_tokens, step + STOP_CHECK_EVERY) if stop else max_new_tokens
+            step = min(max_new_tokens, step + STOP_CHECK_EVERY) if checking else max_new_tokens
             state = _decode(self.graphdef, self.params, state, jnp.int32(step), *args, strategy=strategy)
-            if stop:
+            if checking:
                 tokens, lengths, done = jax.device_get((state.tokens, state.lengths, state.done))
                 newly = ~done & np.array([self._has_stop(tokens[r, :lengths[r]], stop) for r in range(rows)])
                 if newly.any():
@@ -221,13 +226,15 @@ class Sampler:
 
     def _has_stop(self, ids, stop) -> bool:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return any(s in text for s in stop)
+        return any(s in text for s in stop) or (self.stop_when is not None and self.stop_when(text))
 
     def _completion(self, ids: tuple[int, ...], stop: tuple[str, ...], stopped: bool) -> Completion:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         cut = [text.find(s) for s in stop if s and s in text]
         if cut:
             return Completion(text=text[:min(cut)], token_ids=ids, finish_reason="stop")
+        if stopped:  # ended by `stop_when`
+            return Completion(text=text, token_ids=ids, finish_reason="stop")
         reason = "eos" if ids and ids[-1] in set(self.eos_ids.tolist()) else "length"
         return Completion(text=text, token_ids=ids, finish_reason=reason)
 
