@@ -182,14 +182,38 @@ class ReplayEnv(abc.ABC):
         self._done = bool(terminal) or self._success() or len(self._actions) >= self.max_turns
         return observation, self._done
 
+    # -- snapshot: replay by default; a copy of the simulator state where the subclass can give one --
+    def _copy_state(self) -> Any:
+        """A picklable copy of the simulator's mutable state, or NotImplemented (then snapshots replay)."""
+        return NotImplemented
+
+    def _set_state(self, state: Any) -> None:
+        """Install a value `_copy_state` returned (the task is already the right one)."""
+        raise NotImplementedError
+
     def snapshot(self) -> Any:
-        return (self._seed, tuple(self._actions))
+        """(seed, actions) for replay, or (seed, actions, state, done, best progress) where state copies."""
+        state = self._copy_state()
+        if state is NotImplemented:
+            return (self._seed, tuple(self._actions))
+        return (self._seed, tuple(self._actions), state, self._done, self._best_progress)
 
     def restore(self, snapshot: Any) -> None:
-        seed, actions = snapshot
-        self.reset(seed)
-        for a in actions:
-            self.step(a)
+        """Put this env in the state `snapshot` describes: copy the state in (regenerating the task only
+        if the seed differs), or replay the actions from reset."""
+        if len(snapshot) == 2:
+            seed, actions = snapshot
+            self.reset(seed)
+            for a in actions:
+                self.step(a)
+            return
+        seed, actions, state, done, best = snapshot
+        if seed != self._seed:
+            self.reset(seed)
+        self._actions = list(actions)
+        self._set_state(state)
+        self._done = done
+        self._best_progress = best
 
 
 @dataclass(frozen=True)

@@ -192,20 +192,12 @@ class MazeEnv(ReplayEnv):
             raise RuntimeError("maze: call reset(seed) before expert_actions_from_here()")
         return [f"move {d}" for d in self.task.shortest_path(self.position)]
 
-    # -- cheap snapshot: the position and the turn state, no replay --------------------------------
-    def snapshot(self) -> Any:
-        """A picklable copy of the episode state (seed, actions, position, done, best progress)."""
-        return (self._seed, tuple(self._actions), self.position, self._done, self._best_progress)
+    # -- cheap snapshot: the position is the whole state, no replay ---------------------------------
+    def _copy_state(self) -> Any:
+        return self.position
 
-    def restore(self, snapshot: Any) -> None:
-        """Put this env in the state `snapshot` describes (regenerating the maze if the seed differs)."""
-        seed, actions, position, done, best = snapshot
-        if seed != self._seed or self.task is None:
-            self.reset(seed)
-        self._actions = list(actions)
-        self.position = tuple(position)
-        self._done = done
-        self._best_progress = best
+    def _set_state(self, state: Any) -> None:
+        self.position = tuple(state)
 
 
 register(EnvSpec(

@@ -526,20 +526,12 @@ class PddlEnv(ReplayEnv):
             raise RuntimeError(f"{self.name}: call reset(seed) before expert_actions_from_here()")
         return list(shortest_plan(self.task, start=self.state) or ())
 
-    # -- cheap snapshot ---------------------------------------------------------------------------
-    def snapshot(self) -> Any:
-        """A picklable copy of the episode state (seed, actions, facts, done, best progress)."""
-        return (self._seed, tuple(self._actions), tuple(sorted(self.state)), self._done, self._best_progress)
+    # -- cheap snapshot: the set of true facts, no replay ------------------------------------------
+    def _copy_state(self) -> Any:
+        return tuple(sorted(self.state))
 
-    def restore(self, snapshot: Any) -> None:
-        """Put this env in the state `snapshot` describes (regenerating the task if the seed differs)."""
-        seed, actions, state, done, best = snapshot
-        if seed != self._seed or self.task is None:
-            self.reset(seed)
-        self._actions = list(actions)
+    def _set_state(self, state: Any) -> None:
         self.state = frozenset(tuple(a) for a in state)
-        self._done = done
-        self._best_progress = best
 
 
 class BlocksworldEnv(PddlEnv):

@@ -619,20 +619,12 @@ class ToolEnv(ReplayEnv):
             raise RuntimeError(f"{self.name}: call reset(seed) before expert_actions()")
         return list(self.task["calls"])
 
-    # -- cheap snapshot: copy the mutable state, no replay ----------------------------------------
-    def snapshot(self) -> Any:
-        """A picklable copy of the episode state (seed, actions, tool state, done, best progress)."""
-        return (self._seed, tuple(self._actions), copy.deepcopy(self.state), self._done, self._best_progress)
+    # -- cheap snapshot: copy the mutable tool state, no replay -----------------------------------
+    def _copy_state(self) -> Any:
+        return copy.deepcopy(self.state)
 
-    def restore(self, snapshot: Any) -> None:
-        """Put this env in the state `snapshot` describes (regenerating the task if the seed differs)."""
-        seed, actions, state, done, best = snapshot
-        if seed != self._seed or not self.task:
-            self.reset(seed)
-        self._actions = list(actions)
+    def _set_state(self, state: Any) -> None:
         self.state = copy.deepcopy(state)
-        self._done = done
-        self._best_progress = best
 
 
 class ToolQueryEnv(ToolEnv):
