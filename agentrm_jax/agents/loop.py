@@ -70,7 +70,7 @@ def run_episode(env, policy: PolicySampler, *, max_turns: int | None = None, tem
         step = Step(thought=thought, action=action, observation=str(observation))
         trajectory = trajectory.append(step)
         raw_texts.append(text)
-        trace.append(float(env.progress))
+        trace.append(min(max(float(env.progress), 0.0), 1.0))
         if on_step is not None:
             on_step(turn, step, text)
         turn += 1
@@ -106,7 +106,12 @@ def sample_grouped(policy: PolicySampler, contexts: Sequence[list[dict[str, str]
     texts: list[str] = [""] * len(contexts)
     for n, member_lists in sorted(by_size.items()):
         unique = [contexts[m[0]] for m in member_lists]
-        rows = policy.sample(unique, n=n, temperature=temperature, seed=seed)
+        # Each call gets its own seed: with counter-based PRNG keys, row r of two calls with one seed would
+        # draw the same noise, correlating samples that must be independent.
+        call_seed = seed if n == 1 else (int(seed) * 1_000_003 + n * 104_729) % (2**31 - 1)
+        rows = policy.sample(unique, n=n, temperature=temperature, seed=call_seed)
+        if len(rows) != len(unique):
+            raise ValueError(f"the policy returned {len(rows)} rows for {len(unique)} contexts")
         if on_call is not None:
             on_call(len(unique), n)
         for members, row in zip(member_lists, rows):
@@ -154,7 +159,7 @@ def play_lockstep(envs: Sequence, policy: PolicySampler, *, seed: int, max_turns
             observation, done = envs[i].step(action)
             trajectories[i] = trajectories[i].append(Step(thought, action, str(observation)))
             raw[i].append(text)
-            trace[i].append(float(envs[i].progress))
+            trace[i].append(min(max(float(envs[i].progress), 0.0), 1.0))
             if not done:
                 still.append(i)
         live, turn = still, turn + 1

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from agentrm_jax.agents.prompts import (STOP_STRINGS, action_line_complete, count_steps, cut_after_action,
-                                        shorten_context, task_actions)
+                                        omitted_steps, shorten_context, task_actions)
 from agentrm_jax.agents.trajectory import format_step
 
 __all__ = [
@@ -67,8 +67,9 @@ class PolicyStats:
 
 
 def turn_of(context: Messages) -> int:
-    """The turn number of a context: how many steps of the task it already holds (example turns excluded)."""
-    return count_steps(context)
+    """The turn number of a context: how many steps of the task came before it (example turns excluded,
+    steps left out by `build_messages(max_steps=...)` included)."""
+    return count_steps(context) + omitted_steps(context)
 
 
 def _check_args(contexts, n, temperature):
@@ -369,6 +370,10 @@ class ScriptedPolicy:
         cache: dict[tuple, tuple[str, list[str]]] = {}  # (seed, actions so far) -> (expert action, choices)
 
         def at(context: Messages) -> tuple[str, list[str]]:
+            if omitted_steps(context):
+                raise ValueError("the replanning expert needs whole contexts to replay the task's actions, but "
+                                 "this one omits early steps (max_history / max_steps is set); use "
+                                 "max_history=None or replan=False")
             key = (env.seed, tuple(task_actions(context)))
             if key not in cache:
                 if len(cache) > 100_000:  # bound memory on very long runs

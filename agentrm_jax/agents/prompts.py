@@ -25,9 +25,9 @@ import re
 from agentrm_jax.agents.trajectory import Trajectory, format_step
 
 __all__ = [
-    "EXAMPLE_END", "ONE_SHOT", "SYSTEM_PROMPT", "STOP_STRINGS", "action_line_complete", "build_messages",
+    "EXAMPLE_END", "OMITTED_NOTE", "ONE_SHOT", "SYSTEM_PROMPT", "STOP_STRINGS", "action_line_complete", "build_messages",
     "count_steps", "cut_after_action", "example_messages", "one_shot_example", "parse_step", "shorten_context",
-    "task_actions", "task_message",
+    "omitted_steps", "task_actions", "task_message",
 ]
 
 SYSTEM_PROMPT = (
@@ -38,6 +38,10 @@ SYSTEM_PROMPT = (
     "Write one action per turn. The environment will reply with an observation, and then it is your "
     "turn again. Do not write the observation yourself."
 )
+
+# Appended to the task turn when `build_messages(max_steps=...)` drops the oldest steps.
+OMITTED_NOTE = "\n({count} earlier turns are omitted.)"
+_OMITTED = re.compile(r"\((\d+) earlier turns are omitted\.\)\s*$")
 
 # Strings that mean the model started writing the environment's part or a second step.
 STOP_STRINGS: tuple[str, ...] = ("\nObservation", "\nThought")
@@ -149,6 +153,14 @@ def count_steps(messages: list[dict[str, str]]) -> int:
     return sum(1 for m in messages[start:] if m.get("role") == "assistant")
 
 
+def omitted_steps(messages: list[dict[str, str]]) -> int:
+    """How many of the task's earliest steps `build_messages(max_steps=...)` left out of a context."""
+    if not messages:
+        return 0
+    found = _OMITTED.search(str(messages[_task_index(messages)].get("content", "")))
+    return int(found.group(1)) if found else 0
+
+
 def task_actions(messages: list[dict[str, str]]) -> list[str]:
     """The actions a context's assistant turns took on the real task (the worked example excluded)."""
     start = _task_index(messages)
@@ -210,7 +222,7 @@ def build_messages(trajectory: Trajectory, *, env_name: str | None = None, one_s
     if max_steps is not None:
         steps = steps[max(0, len(steps) - max_steps):] if max_steps > 0 else ()
         if len(steps) < len(trajectory.steps):
-            messages[task_turn]["content"] += f"\n({len(trajectory.steps) - len(steps)} earlier turns are omitted.)"
+            messages[task_turn]["content"] += OMITTED_NOTE.format(count=len(trajectory.steps) - len(steps))
     for step in steps:
         messages.append({"role": "assistant", "content": format_step(step.thought, step.action)})
         messages.append({"role": "user", "content": step.observation or "(no output)"})

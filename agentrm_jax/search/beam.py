@@ -33,6 +33,8 @@ from agentrm_jax.search.scorers import PROGRESS_TRACE
 __all__ = ["beam_search", "select_beams", "select_beams_reference"]
 
 _LOWEST = float(np.finfo(np.float32).min)
+_HIGHEST = float(np.finfo(np.float32).max)
+_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32
 
 
 @functools.partial(jax.jit, static_argnames=("width",))
@@ -43,15 +45,20 @@ def select_beams(scores: jax.Array, valid: jax.Array, *, width: int
     scores: float32 [W, K], the score of sample k of beam w; valid: bool [W, K]
     (False for padding rows of beams that do not exist and dropped duplicates).
     Order: valid before invalid, then higher score, then lower flat index
-    w*K + k (so ties go to the earlier beam and sample). Non-finite scores (NaN,
-    +-inf) of valid candidates rank below every finite score but above invalid ones.
+    w*K + k (so ties go to the earlier beam and sample). NaN and -inf scores of valid
+    candidates rank below every finite score but above invalid ones; +inf ranks
+    as the largest float32; -0.0 and subnormals count as 0.0 (the order of
+    `common.finite_scores`).
 
     Returns parents int32 [width] (the beam w), samples int32 [width] (k),
     chosen float32 [width] (their scores) and keep bool [width] (False where
     fewer than `width` valid candidates exist; those slots are padding).
     """
     w, k = scores.shape
-    finite = jnp.where(jnp.isfinite(scores), scores, _LOWEST)  # valid-but-unscorable: lowest finite
+    # NaN and -inf: the lowest finite value (below every real score, above invalid); +inf: the highest;
+    # -0.0 and subnormals equal to 0.0 (top_k orders by bits, and XLA:CPU flushes subnormals to zero)
+    finite = jnp.nan_to_num(scores, nan=_LOWEST, posinf=_HIGHEST, neginf=_LOWEST)
+    finite = jnp.where(jnp.abs(finite) < _TINY, 0.0, finite)
     key = jnp.where(valid, finite, -jnp.inf).reshape(-1)
     take = min(width, w * k)
     _, flat = jax.lax.top_k(key, take)  # equal keys: the lower index first
@@ -72,7 +79,9 @@ def select_beams_reference(scores: np.ndarray, valid: np.ndarray, width: int) ->
 
     def rank(item):
         s = float(scores[item])
-        return (-(s if np.isfinite(s) else _LOWEST), item[0] * k + item[1])
+        s = _LOWEST if np.isnan(s) or s == -np.inf else _HIGHEST if s == np.inf else s
+        s = 0.0 if abs(s) < _TINY else s
+        return (-s, item[0] * k + item[1])
 
     return sorted(items, key=rank)[:width]
 
@@ -107,6 +116,8 @@ def beam_search(policy: PolicySampler, rm, env_factory: EnvFactory, cfg: SearchC
 
     Returns the finished trajectory with the highest score (ties: the one
     finished first), all finished trajectories as candidates, and the tree.
+    "Finished" means the env said done, or the turn limit cut the beam: both
+    compete on their last score, as the RM cannot tell them apart either.
     """
     width, k = cfg.beam_width, cfg.expansions
     meter = CostMeter(policy, rm)
@@ -116,7 +127,7 @@ def beam_search(policy: PolicySampler, rm, env_factory: EnvFactory, cfg: SearchC
     name = getattr(env, "name", "env")
     env_name = cfg.env_name or name
     root = Trajectory(task=name, instruction=first, id=f"{name}/{getattr(env, 'split', 'train')}/{cfg.seed}/beam{width}x{k}",
-                      meta={PROGRESS_TRACE: []})
+                      meta={PROGRESS_TRACE: [], "raw": []})
     beams = [_Beam(root, env.snapshot(), -1)]
     finished: list[tuple[Trajectory, float]] = []
     nodes: list[SearchNode] = []
@@ -127,6 +138,8 @@ def beam_search(policy: PolicySampler, rm, env_factory: EnvFactory, cfg: SearchC
         contexts = [build_messages(b.trajectory, env_name=env_name, one_shot=cfg.one_shot,
                                    max_steps=cfg.max_history) for b in beams]
         rows = policy.sample(contexts, n=k, temperature=cfg.temperature, seed=step_seed(cfg.seed, turn))
+        if len(rows) != len(contexts):
+            raise ValueError(f"the policy returned {len(rows)} rows for {len(contexts)} contexts")
         meter.sampled(len(contexts), k)
 
         candidates: list[_Candidate] = []
@@ -146,11 +159,13 @@ def beam_search(policy: PolicySampler, rm, env_factory: EnvFactory, cfg: SearchC
                 progress = min(max(float(env.progress), 0.0), 1.0)
                 trace = list(beam.trajectory.meta.get(PROGRESS_TRACE, [])) + [progress]
                 child = beam.trajectory.append(Step(thought, action, str(observation)), success=bool(env.success),
-                                               progress=progress, meta={PROGRESS_TRACE: trace})
+                                               progress=progress,
+                                               meta={PROGRESS_TRACE: trace, "raw": [*beam.trajectory.meta["raw"], text]})
                 candidates.append(_Candidate(b, j, text, child, env.snapshot(), bool(done)))
 
         stepped = [c for c in candidates if c.trajectory is not None]
-        stepped_scores = finite_scores(rm.score([c.trajectory for c in stepped])) if stepped else np.zeros(0)
+        stepped_scores = (finite_scores(rm.score([c.trajectory for c in stepped]), len(stepped)) if stepped
+                          else np.zeros(0, np.float32))
         meter.scored(len(stepped))
         scores = np.full((width, k), -np.inf, np.float32)
         valid = np.zeros((width, k), bool)
@@ -186,6 +201,9 @@ def beam_search(policy: PolicySampler, rm, env_factory: EnvFactory, cfg: SearchC
         finished.append((beam.trajectory, nodes[beam.node].score if beam.node >= 0 else -np.inf))
     if not finished:  # limit reached with the root only (cannot happen with limit >= 1), kept for safety
         finished.append((root.replace(success=False, progress=0.0), -np.inf))
+    split = getattr(env, "split", "train")
+    finished = [(t.replace(meta={**t.meta, "split": split, "seed": cfg.seed, "turns": len(t.steps)}), score)
+                for t, score in finished]
     best = max(range(len(finished)), key=lambda i: (finished[i][1], -i))
     trajectory, score = finished[best]
     costs = meter.costs()

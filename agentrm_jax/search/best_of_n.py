@@ -55,7 +55,7 @@ def best_of_n(policy: PolicySampler, rm, env_factory: EnvFactory, cfg: SearchCon
                                  max_history=cfg.max_history, ids=[f"{base}#{j}" for j in range(cfg.n)],
                                  on_call=meter.sampled)
     meter.stepped(sum(len(t.steps) for t in trajectories))
-    scores = finite_scores(rm.score(trajectories))
+    scores = finite_scores(rm.score(trajectories), len(trajectories))
     meter.scored(len(trajectories))
     best = int(np.argmax(scores))  # first maximum: ties go to the earliest sample
     pick = trajectories[random_pick_index(cfg.seed, cfg.n)]

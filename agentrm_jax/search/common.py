@@ -111,8 +111,11 @@ def _policy_counters(policy) -> tuple[int, int]:
 
 
 def _rm_tokens(rm) -> int:
-    scorer = getattr(rm, "scorer", None)
-    return int(getattr(scorer, "tokens_scored", 0) or 0)
+    """Real tokens an RM has scored so far: its BatchedScorer's count, or its own (judges)."""
+    counter = getattr(getattr(rm, "scorer", None), "tokens_scored", None)
+    if counter is None:
+        counter = getattr(rm, "tokens_scored", 0)
+    return int(counter or 0)
 
 
 class CostMeter:
@@ -232,8 +235,15 @@ class SearchResult:
         return d
 
 
-def finite_scores(scores: Sequence[float] | np.ndarray) -> np.ndarray:
-    """float32 copy of `scores` with NaN replaced by -inf (a NaN score never wins)."""
-    out = np.asarray(scores, np.float32).copy()
+def finite_scores(scores: Sequence[float] | np.ndarray, expected: int | None = None) -> np.ndarray:
+    """The one order every search ranks by: float32 [N] copy of `scores` with NaN -> -inf (never
+    wins) and +inf -> the largest float32; -0.0 and subnormals become 0.0 (XLA:CPU flushes
+    subnormals, so the jitted top-W would see them as 0). Raises if the RM
+    returned other than `expected` scores."""
+    out = np.asarray(scores, np.float32).reshape(-1).copy()
+    if expected is not None and out.shape[0] != expected:
+        raise ValueError(f"the reward model returned {out.shape[0]} scores for {expected} trajectories")
     out[np.isnan(out)] = -np.inf
+    out[np.isposinf(out)] = np.finfo(np.float32).max
+    out[np.abs(out) < np.finfo(np.float32).tiny] = 0.0
     return out

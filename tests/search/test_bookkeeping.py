@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from agentrm_jax.search import select_beams, select_beams_reference
 from agentrm_jax.search.beam import select_beams as _jitted
 
-SCORES = st.sampled_from([0.0, 0.25, 0.5, 1.0, -1.0, 3.0, float("nan"), float("-inf"), float("inf")])
+SCORES = st.sampled_from([0.0, -0.0, 0.25, 0.5, 1.0, -1.0, 3.0, float("nan"), float("-inf"), float("inf")])
 
 
 @st.composite
@@ -35,6 +35,15 @@ def test_select_beams_matches_python_reference(arrays):
     for p, s, c, ok in zip(parents, samples, chosen, keep):
         if ok:
             np.testing.assert_array_equal(c, scores[p, s])
+
+
+def test_non_finite_scores_rank_as_search_ranks_them():
+    """+inf first, then finite, then NaN and -inf (still above invalid); -0.0 ties 0.0."""
+    scores = np.array([[np.nan, 0.0, -0.0, np.inf, -np.inf, 1.0]], np.float32)
+    valid = np.array([[True, True, True, True, True, False]])
+    parents, samples, _, keep = select_beams(jnp.asarray(scores), jnp.asarray(valid), width=6)
+    order = [int(s) for s, ok in zip(samples, keep) if ok]
+    assert order == [3, 1, 2, 0, 4] == [j for _, j in select_beams_reference(scores, valid, 6)]
 
 
 def test_select_beams_compiles_once_per_shape():
