@@ -325,61 +325,75 @@ def _series(summary: Summary, column: str, kind: str) -> dict[tuple[str, str, fl
     return {s: sorted(points, key=lambda p: p[0]) for s, points in sorted(out.items())}
 
 
+def _metric(cell: Cell, metric: str) -> tuple[float, float, float]:
+    """(value, band low, band high) of a cell: success rate with its Wilson interval, or mean progress +- t."""
+    if metric == "success":
+        lo, hi = cell.success_ci
+        return cell.success_rate, lo, hi
+    mean, half = cell.progress_mean, cell.progress_half_width
+    half = 0.0 if math.isnan(half) else half
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
 def _plot_column(summary: Summary, column: str, path: Path) -> Path:
+    """Two rows of panels: success rate (top) and mean progress (bottom) vs N (left) and beam width (right)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    fig, (ax_n, ax_w) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.0))
     greedy = [(k, summary.cells[(k, column)]) for k in summary.rows
               if k.kind == "greedy" and (k, column) in summary.cells]
     styles = {"best_of_n": ("o", "-"), "random_pick": ("s", "--"), "pass": ("^", ":")}
     names = {"best_of_n": "RM pick", "random_pick": "random pick", "pass": "pass@N (oracle)"}
-    xticks: dict[Any, set[int]] = {ax_n: set(), ax_w: set()}
-    for kind in ("best_of_n", "random_pick", "pass"):
-        for (context, rm, temp, _), points in _series(summary, column, kind).items():
+    for row, (metric, ylabel) in enumerate((("success", "success rate"), ("progress", "mean progress"))):
+        ax_n, ax_w = axes[row]
+        xticks: dict[Any, set[int]] = {ax_n: set(), ax_w: set()}
+        for kind in ("best_of_n", "random_pick", "pass"):
+            for (context, rm, temp, _), points in _series(summary, column, kind).items():
+                xs = [x for x, _ in points]
+                figures = [_metric(c, metric) for _, c in points]
+                if all(math.isnan(f[0]) for f in figures):
+                    continue
+                xticks[ax_n].update(xs)
+                label = names[kind] + (f" [{rm}]" if rm else "") + (f" ({context})" if context else "")
+                marker, line = styles[kind]
+                lines = ax_n.plot(xs, [f[0] for f in figures], marker=marker, linestyle=line, label=label)
+                if kind == "best_of_n":
+                    ax_n.fill_between(xs, [f[1] for f in figures], [f[2] for f in figures], alpha=0.15,
+                                      color=lines[0].get_color(), linewidth=0)
+        for (context, rm, temp, k), points in _series(summary, column, "beam").items():
             xs = [x for x, _ in points]
-            xticks[ax_n].update(xs)
-            ys = [c.success_rate for _, c in points]
-            label = names[kind] + (f" [{rm}]" if rm else "") + (f" ({context})" if context else "")
-            marker, line = styles[kind]
-            lines = ax_n.plot(xs, ys, marker=marker, linestyle=line, label=label)
-            if kind == "best_of_n":
-                lo = [c.success_ci[0] for _, c in points]
-                hi = [c.success_ci[1] for _, c in points]
-                ax_n.fill_between(xs, lo, hi, alpha=0.15, color=lines[0].get_color(), linewidth=0)
-    for (context, rm, temp, k), points in _series(summary, column, "beam").items():
-        xs = [x for x, _ in points]
-        xticks[ax_w].update(xs)
-        ys = [c.success_rate for _, c in points]
-        lines = ax_w.plot(xs, ys, marker="o", label=f"beam, K={k}" + (f" [{rm}]" if rm else "") +
-                          (f" ({context})" if context else ""))
-        ax_w.fill_between(xs, [c.success_ci[0] for _, c in points], [c.success_ci[1] for _, c in points],
-                          alpha=0.15, color=lines[0].get_color(), linewidth=0)
-    for ax, xlabel in ((ax_n, "N (samples)"), (ax_w, "beam width W")):
-        for key, cell in greedy:
-            ax.axhline(cell.success_rate, color="0.4", linestyle="-.", linewidth=1,
-                       label="greedy" + (f" ({key.context})" if key.context else ""))
-        ax.set_xscale("log", base=2)
-        ticks = sorted(xticks[ax])
-        if ticks:
-            ax.set_xticks(ticks)
-            ax.set_xlim(ticks[0] / 1.3, ticks[-1] * 1.3)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("success rate")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
-    ax_n.set_title("Best-of-N")
-    ax_w.set_title("step-level beam search")
+            figures = [_metric(c, metric) for _, c in points]
+            xticks[ax_w].update(xs)
+            lines = ax_w.plot(xs, [f[0] for f in figures], marker="o", label=f"beam, K={k}" +
+                              (f" [{rm}]" if rm else "") + (f" ({context})" if context else ""))
+            ax_w.fill_between(xs, [f[1] for f in figures], [f[2] for f in figures], alpha=0.15,
+                              color=lines[0].get_color(), linewidth=0)
+        for ax, xlabel in ((ax_n, "N (samples)"), (ax_w, "beam width W")):
+            for key, cell in greedy:
+                ax.axhline(_metric(cell, metric)[0], color="0.4", linestyle="-.", linewidth=1,
+                           label="greedy" + (f" ({key.context})" if key.context else ""))
+            ax.set_xscale("log", base=2)
+            ticks = sorted(xticks[ax])
+            if ticks:
+                ax.set_xticks(ticks)
+                ax.set_xlim(ticks[0] / 1.3, ticks[-1] * 1.3)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(True, alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8, loc="best")
+        ax_n.set_title(f"Best-of-N: {ylabel}")
+        ax_w.set_title(f"step-level beam search: {ylabel}")
     where = column if column in summary.envs else f"{column} over {', '.join(summary.envs)}"
     count = max((c.n for (_, col), c in summary.cells.items() if col == column), default=0)
-    fig.suptitle(f"test-time scaling: {where} (success rate over {count} "
-                 f"{'task seeds' if column in summary.envs else 'episodes'}; bands: 95% Wilson)")
+    fig.suptitle(f"test-time scaling: {where} ({count} {'task seeds' if column in summary.envs else 'episodes'}; "
+                 f"bands: 95% Wilson for success, t for progress)")
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
