@@ -14,43 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
-
-
-def _wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 0.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def play_lockstep(envs, first_observations, policy, *, max_turns: int | None, env_name: str,
-                  one_shot: bool = True):
-    """Trajectories of `envs` (just reset) played together; the policy is called once per turn for all live ones."""
-    from agentrm_jax.agents.prompts import build_messages, parse_step
-    from agentrm_jax.agents.trajectory import Step, Trajectory
-
-    trajectories = [Trajectory(task=env.name, instruction=first, id=f"{env.name}/{env.split}/{env.seed}")
-                    for env, first in zip(envs, first_observations)]
-    limit = min(e.max_turns for e in envs) if max_turns is None else max_turns
-    live = list(range(len(envs)))
-    turn = 0
-    while live and turn < limit:
-        contexts = [build_messages(trajectories[i], env_name=env_name, one_shot=one_shot) for i in live]
-        texts = policy.sample(contexts, n=1, temperature=0.0, seed=turn)
-        still = []
-        for i, out in zip(live, texts):
-            thought, action = parse_step(out[0] if out else "")
-            observation, done = envs[i].step(action)
-            trajectories[i] = trajectories[i].append(Step(thought, action, str(observation)))
-            if not done:
-                still.append(i)
-        live, turn = still, turn + 1
-    return [t.replace(success=bool(e.success), progress=float(e.progress)) for t, e in zip(trajectories, envs)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="env_measurements.jsonl")
     args = p.parse_args(argv)
 
+    from agentrm_jax.agents.loop import play_lockstep
     from agentrm_jax.agents.trajectory import append_jsonl
     from agentrm_jax.envs import make
+    from agentrm_jax.evaluate.report import wilson_interval
 
     policy = None
     if args.policy != "expert":
@@ -84,12 +51,14 @@ def main(argv: list[str] | None = None) -> int:
             trajectories = [run_episode(env, ScriptedPolicy.expert(env), seed=env.seed, env_name=name)
                             for env in envs]
         else:
-            trajectories = play_lockstep(envs, firsts, policy, max_turns=args.max_turns, env_name=name)
+            limit = min(e.max_turns for e in envs) if args.max_turns is None else args.max_turns
+            trajectories = play_lockstep(envs, policy, seed=0, max_turns=limit, first_observations=firsts,
+                                         env_name=name, ids=[f"{e.name}/{e.split}/{e.seed}" for e in envs])
         append_jsonl(args.out, [{"env": name, "split": args.split, "policy": args.policy,
                                  "trajectory": t.to_dict()} for t in trajectories])
         wins = sum(bool(t.success) for t in trajectories)
         progress = sum(t.progress for t in trajectories) / len(trajectories)
-        lo, hi = _wilson(wins, len(trajectories))
+        lo, hi = wilson_interval(wins, len(trajectories))
         rows.append((name, wins, len(trajectories), lo, hi, progress, time.perf_counter() - t0))
         print(f"{name}: success {wins}/{len(trajectories)}, progress {progress:.3f} "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 
-from agentrm_jax.agents.policies import PolicySampler
+from agentrm_jax.agents.policies import PolicySampler, context_key
 from agentrm_jax.agents.prompts import build_messages, parse_step
 from agentrm_jax.agents.trajectory import Step, Trajectory
 
@@ -43,7 +41,6 @@ def run_episode(env, policy: PolicySampler, *, max_turns: int | None = None, tem
     each step (`progress_trace`).
     """
     name = getattr(env, "name", "env")
-    split = getattr(env, "split", "train")
     observation = env.reset(seed) if reset else env.instruction
     limit = getattr(env, "max_turns", None)
     if max_turns is not None:
@@ -52,39 +49,15 @@ def run_episode(env, policy: PolicySampler, *, max_turns: int | None = None, tem
         limit = max_turns if limit is None else min(limit, max_turns)
     if limit is None:
         raise ValueError("the env has no max_turns; pass max_turns")
-    trajectory = Trajectory(task=name, instruction=observation, id=f"{name}/{split}/{seed}")
-    raw_texts: list[str] = []
-    trace: list[float] = []
     if on_reset is not None:
         on_reset(observation)
-    done = bool(getattr(env, "done", False)) if not reset else False
-    turn = 0
-    while not done and turn < limit:
-        messages = build_messages(trajectory, env_name=env_name or name, one_shot=one_shot,
-                                  max_steps=max_history)
-        texts = policy.sample([messages], n=1, temperature=temperature, seed=step_seed(seed, turn))
-        text = texts[0][0] if texts and texts[0] else ""
-        text = text if isinstance(text, str) else ""
-        thought, action = parse_step(text)
-        observation, done = env.step(action)
-        step = Step(thought=thought, action=action, observation=str(observation))
-        trajectory = trajectory.append(step)
-        raw_texts.append(text)
-        trace.append(min(max(float(env.progress), 0.0), 1.0))
-        if on_step is not None:
-            on_step(turn, step, text)
-        turn += 1
-    success, progress = bool(env.success), float(env.progress)
-    log.debug("%s: %d turns, success=%s progress=%.3f", trajectory.id, turn, success, progress)
-    return trajectory.replace(success=success, progress=min(max(progress, 0.0), 1.0),
-                              meta={"split": split, "seed": seed, "turns": turn, "raw": raw_texts,
-                                    "progress_trace": trace})
-
-
-def context_key(messages) -> str:
-    """A fingerprint of a chat context (equal contexts, equal keys)."""
-    blob = json.dumps([[m.get("role"), m.get("content")] for m in messages], ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    [trajectory] = play_lockstep(
+        [env], policy, seed=seed, max_turns=limit, first_observations=[observation], temperature=temperature,
+        env_name=env_name or name, one_shot=one_shot, max_history=max_history,
+        on_step=None if on_step is None else (lambda _, turn, step, text: on_step(turn, step, text)))
+    log.debug("%s: %d turns, success=%s progress=%.3f", trajectory.id, len(trajectory.steps), trajectory.success,
+              trajectory.progress)
+    return trajectory
 
 
 def sample_grouped(policy: PolicySampler, contexts: Sequence[list[dict[str, str]]], *, temperature: float,
@@ -125,7 +98,8 @@ def play_lockstep(envs: Sequence, policy: PolicySampler, *, seed: int, max_turns
                   first_observations: Sequence[str] | None = None,
                   temperature: float = 0.0, env_name: str | None = None, one_shot: bool = True,
                   max_history: int | None = None, ids: Sequence[str] | None = None,
-                  on_call: Callable[[int, int], None] | None = None) -> list[Trajectory]:
+                  on_call: Callable[[int, int], None] | None = None,
+                  on_step: Callable[[int, int, Step, str], None] | None = None) -> list[Trajectory]:
     """Play one episode per env (each already reset, its first observation in `first_observations`;
     default: the env's `instruction`) together.
 
@@ -134,7 +108,8 @@ def play_lockstep(envs: Sequence, policy: PolicySampler, *, seed: int, max_turns
     samples), seed `step_seed(seed, turn)`. An episode stops when its env says
     done or after max_turns turns. Each trajectory carries success and progress
     from its env, and in `meta` the raw texts and the progress after every step
-    (`progress_trace`, read by the oracle scorer).
+    (`progress_trace`, read by the oracle scorer). on_call(contexts, n) is told of
+    each policy call, on_step(episode index, turn, step, raw text) of each step.
     """
     if max_turns < 1:
         raise ValueError(f"max_turns must be >= 1, got {max_turns}")
@@ -160,6 +135,8 @@ def play_lockstep(envs: Sequence, policy: PolicySampler, *, seed: int, max_turns
             trajectories[i] = trajectories[i].append(Step(thought, action, str(observation)))
             raw[i].append(text)
             trace[i].append(min(max(float(envs[i].progress), 0.0), 1.0))
+            if on_step is not None:
+                on_step(i, turn, trajectories[i].steps[-1], text)
             if not done:
                 still.append(i)
         live, turn = still, turn + 1

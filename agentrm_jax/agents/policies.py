@@ -38,7 +38,7 @@ from agentrm_jax.agents.trajectory import format_step
 
 __all__ = [
     "JaxPolicy", "OpenAIPolicy", "PolicySampler", "PolicyServerError", "PolicyStats", "RandomPolicy",
-    "ScriptedPolicy", "turn_of",
+    "ScriptedPolicy", "context_key", "turn_of",
 ]
 
 Messages = list[dict[str, str]]
@@ -310,10 +310,15 @@ def _rng(*parts) -> random.Random:
     return random.Random("/".join(str(p) for p in parts))  # str seeds hash with sha512: stable across runs
 
 
+def context_key(messages: Messages) -> str:
+    """A fingerprint of a chat context (equal contexts, equal keys): sha256 hex of its roles and contents."""
+    blob = json.dumps([[m.get("role"), m.get("content")] for m in messages], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def _digest(context: Messages) -> str:
     """A stable fingerprint of a context, so equal contexts draw equal samples wherever they sit in a batch."""
-    blob = json.dumps([[m.get("role"), m.get("content")] for m in context], ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return context_key(context)[:16]
 
 
 ActionsSource = Sequence[str] | Callable[[Messages], Sequence[str] | None] | None
