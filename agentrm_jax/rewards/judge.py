@@ -40,6 +40,7 @@ import numpy as np
 from flax import nnx
 
 from agentrm_jax.agents.trajectory import Trajectory, format_step
+from agentrm_jax.models.buckets import next_power_of_two
 
 __all__ = [
     "DEFAULT_LOGIT_QUESTION", "JudgeRecord", "ListwiseJudge", "LogitJudge", "PointwiseJudge", "SamplerPolicy",
@@ -540,10 +541,6 @@ def compile_counts() -> dict[str, int]:
     return {"logit_judge": _yes_no_batch._cache_size()}
 
 
-def _pow2_at_least(n: int, minimum: int = 1) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(n, minimum, 1))))
-
-
 def answer_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
     """Token ids of the single-token spellings among `words` (else the first token of the first word)."""
     ids: list[int] = []
@@ -641,8 +638,8 @@ class LogitJudge:
         order = np.argsort(-np.asarray([len(e) for e in encoded]), kind="stable")
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
-            rows = min(_pow2_at_least(len(idx)), self.batch_size)
-            length = _pow2_at_least(max(len(encoded[i]) for i in idx), self.min_length_bucket)
+            rows = min(next_power_of_two(len(idx)), self.batch_size)
+            length = next_power_of_two(max(len(encoded[i]) for i in idx), self.min_length_bucket)
             ids = np.zeros((rows, length), np.int32)
             mask = np.zeros((rows, length), bool)
             mask[:, 0] = True  # filler rows hold one token so no row is fully masked

@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from agentrm_jax.agents.trajectory import RenderedTrajectory, Trajectory, render_batch_for_rm
-from agentrm_jax.models.buckets import bucket_length
+from agentrm_jax.models.buckets import bucket_length, next_power_of_two
 from agentrm_jax.models.llama import LlamaForCausalLM
 from agentrm_jax.rewards.explicit import LOSSES, gather_positions, score_transform
 from agentrm_jax.rewards.heads import ValueModel
@@ -73,10 +73,6 @@ class ScoringConfig:
             raise ValueError(f"ScoringConfig.max_length must be >= 8 tokens, got {self.max_length}")
         if self.min_length_bucket < 1:
             raise ValueError(f"ScoringConfig.min_length_bucket must be >= 1, got {self.min_length_bucket}")
-
-
-def _pow2_at_least(n: int, minimum: int = 1) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(n, minimum, 1))))
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -145,9 +141,9 @@ class BatchedScorer:
             batches = tqdm(batches, desc="scoring", unit="batch")
         for idx in batches:
             group = [rendered[i] for i in idx]
-            shape = dict(batch=min(_pow2_at_least(len(group)), self.config.batch_size),
+            shape = dict(batch=min(next_power_of_two(len(group)), self.config.batch_size),
                          length=bucket_length(max(r.length for r in group), self.config.min_length_bucket),
-                         steps=_pow2_at_least(max(r.step_ends.shape[0] for r in group)))
+                         steps=next_power_of_two(max(r.step_ends.shape[0] for r in group)))
             arrays = pad_batch(group, **shape)
             self.tokens_scored += sum(r.length for r in group)
             self.tokens_padded += shape["batch"] * shape["length"]
