@@ -95,6 +95,7 @@ def test_best_of_n_baselines_bound_the_choice(results):
             assert oracle.baselines[f"rm_pick_success@{m}"] == oracle.baselines[f"oracle_pass@{m}"]
             head = rnd.candidates[:m]
             assert rnd.baselines[f"random_pick_success@{m}"] == float(bool(head[random_pick_index(seed, m)].success))
+            assert rnd.baselines[f"oracle_progress@{m}"] == pytest.approx(max(t.progress for t in head))
         assert oracle.baselines["rm_pick_success@1"] == float(bool(oracle.candidates[0].success))
         assert oracle.score == max(oracle.scores)
 
