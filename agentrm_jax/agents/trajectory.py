@@ -352,7 +352,7 @@ def render_for_rm(trajectory: Trajectory, tokenizer, *, max_length: int | None =
     if max_length is None or rendered.length <= max_length:
         return rendered
     # Drop steps from the front; each try re-renders (templates are not prefix-stable at the edges).
-    lo, hi = 1, len(trajectory.steps)  # smallest first_step that fits, by binary search
+    lo, hi = 1, len(trajectory.steps) - 1  # smallest first_step that fits and keeps the last step
     best = None
     while lo <= hi:
         mid = (lo + hi) // 2

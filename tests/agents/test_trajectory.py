@@ -100,3 +100,18 @@ def test_over_long_keeps_instruction_and_latest_steps(bundled_tokenizer):
     assert tiny.length == 12 and tiny.truncated
     assert np.array_equal(tiny.input_ids, full.input_ids[-12:])
     assert np.all(tiny.step_ends == -1)  # the last action lies before its 10-word observation: cut too
+
+
+def test_over_long_never_drops_the_last_step(bundled_tokenizer):
+    # Dropping every step would fit, but the last step is what a score is about: the tokens are cut
+    # from the left instead, keeping the last action and its observation.
+    traj = Trajectory("maze", "instruction " * 40, (Step("", "go north", "a wall"),))
+    full = render_for_rm(traj, bundled_tokenizer)
+    budget = full.length - 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cut = render_for_rm(traj, bundled_tokenizer, max_length=budget)
+    assert cut.truncated and cut.length == budget
+    assert np.array_equal(cut.input_ids, full.input_ids[-budget:])
+    assert cut.step_ends[-1] == full.step_ends[-1] - 10
+    assert "go north" in bundled_tokenizer.decode(cut.input_ids)
