@@ -1,0 +1,1 @@
+"""Training reward models: the data pipeline, the sharded train step, checkpoints and export."""

@@ -1,0 +1,315 @@
+"""Checkpoints of a training run: state arrays, data-iterator state and run metadata.
+
+One orbax `CheckpointManager` step directory per checkpoint, four items in it:
+
+    <directory>/<step>/state/       the arrays (orbax StandardSave: tensorstore, each host writes its shards)
+    <directory>/<step>/layout/      JSON: one row per leaf of the state pytree (key path, kind, shape, dtype),
+                                    the values of python scalars and the implementation of PRNG keys
+    <directory>/<step>/data_state/  JSON: the data iterator's state
+    <directory>/<step>/meta/        JSON: run config, losses so far, ...
+
+How the state pytree is stored. It is flattened with `nnx.Variable` as a leaf, so an nnx.State (and the
+optimizer state mirroring it) is stored by its key paths ("params/layers/0/attn/q_proj/kernel") without the
+Variable wrapper and its metadata; the target given to `restore` supplies the wrappers back (its tree
+structure is used to rebuild the result), so the restored tree is exactly the target's kind of tree.
+Leaves by kind:
+- arrays (jax.Array, numpy): saved as they are; restored with the target leaf's dtype and sharding
+  (a jax.ShapeDtypeStruct must carry `.sharding`; a concrete jax.Array lends its own; a numpy target
+  restores as numpy). Orbax reads each device's slice straight into place, so a checkpoint saved on one
+  mesh restores onto any other. A dtype different from the saved one is a cast (e.g. float32 -> bfloat16).
+- typed PRNG keys (jax.random.key): saved as `jax.random.key_data` (uint32 [..., 2] for threefry) with the
+  impl name in the layout, restored with `jax.random.wrap_key_data` onto the target's sharding.
+- python bool / int / float: kept in the layout JSON, returned as saved.
+
+Atomicity: orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it when complete
+(a commit file on object stores), and only completed steps are listed; `cleanup_tmp_directories`
+removes what a killed writer left behind when the next Checkpointer opens the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx
+from jax.sharding import NamedSharding, SingleDeviceSharding
+
+log = logging.getLogger(__name__)
+
+LAYOUT_VERSION = 1
+
+
+class Checkpointer:
+    """Atomic, rotating checkpoints of a training run in `directory` (orbax CheckpointManager).
+
+    `save` blocks until the checkpoint is on disk; only the newest `keep` checkpoints are kept.
+    Use as a context manager or call `close()`.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, keep: int = 3):
+        if keep < 1:
+            raise ValueError(f"keep={keep}: must keep at least 1 checkpoint")
+        path = os.fspath(directory)
+        # etils.epath (orbax's own path type) so gs:// and other object-store URIs work as well as local paths.
+        self.directory = epath.Path(path if "://" in path else os.path.abspath(path))
+        self.keep = keep
+        # Synchronous saves: save() returns once the step directory is renamed into place, so a
+        # SIGKILL right after it cannot lose the checkpoint. The directory is created by the first
+        # save (create=False), so restoring from a mistyped path does not leave an empty folder.
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False, cleanup_tmp_directories=True,
+                                               enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step; None when there is none."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Steps of all complete checkpoints, ascending."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state, *, data_state: dict, meta: dict, force: bool = False) -> None:
+        """Writes checkpoint `step` and waits until it is durable.
+
+        A step already on disk is left as is (logged) unless `force`, which replaces it (deleting the
+        old one first: not atomic, the other kept checkpoints are the fallback). Rotation deletes the
+        oldest checkpoints beyond `keep` (by step number).
+        """
+        step = int(step)
+        _check_json("data_state", data_state)
+        _check_json("meta", meta)
+        arrays, layout = _to_storage(state)
+        if step in self.all_steps():
+            if not force:
+                log.warning("checkpoint %d already exists in %s; not overwritten (pass force=True)", step,
+                            self.directory)
+                return
+            self._manager.delete(step)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        items = dict(layout=ocp.args.JsonSave(layout), data_state=ocp.args.JsonSave(data_state),
+                     meta=ocp.args.JsonSave(meta))
+        if arrays:  # orbax refuses an empty pytree item; a state of python scalars lives in the layout alone
+            items["state"] = ocp.args.StandardSave(arrays)
+        args = ocp.args.Composite(**items)
+        # force=True: orbax would otherwise skip any step <= its latest one; duplicates are handled above.
+        self._manager.save(step, args=args, force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int | None, target) -> tuple[Any, dict, dict]:
+        """Reads checkpoint `step` (None: the latest) into the structure, dtypes and shardings of `target`.
+
+        `target` is the state's pytree with jax.ShapeDtypeStruct(shape, dtype, sharding=...) leaves (or
+        concrete arrays, whose dtype and sharding are used), e.g. the abstract state of the trainer's
+        init under the new mesh. Returns (state, data_state, meta). Raises FileNotFoundError when the
+        directory holds no such checkpoint, ValueError naming the first mismatched key path when the
+        structures differ.
+        """
+        step = self._resolve(step)
+        where = f"checkpoint {self.directory / str(step)}"
+        layout = self._manager.restore(step, args=ocp.args.Composite(layout=ocp.args.JsonRestore())).layout
+        abstract, finish = _plan_restore(layout, target, where)
+        items = dict(data_state=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+        if abstract:
+            items["state"] = ocp.args.StandardRestore(abstract)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        return finish(restored.state if abstract else {}), restored.data_state, restored.meta
+
+    def read_meta(self, step: int | None = None) -> dict:
+        """The meta JSON of checkpoint `step` (None: the latest)."""
+        step = self._resolve(step)
+        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+    def _resolve(self, step: int | None) -> int:
+        steps = self.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}"
+                                    + ("" if self.directory.is_dir() else " (the directory does not exist)"))
+        if step is None:
+            return steps[-1]
+        if int(step) not in steps:
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; available: {steps}")
+        return int(step)
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_meta(directory: str | os.PathLike, step: int | None = None) -> dict:
+    """The meta of a checkpoint in `directory` (None: the latest), without building a target."""
+    with Checkpointer(directory) as ckpt:
+        return ckpt.read_meta(step)
+
+
+# ---------------------------------------------------------------- state pytree <-> stored form
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _is_scalar(x) -> bool:
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)  # np.float64 subclasses float
+
+
+def _flatten(tree) -> tuple[list[tuple[tuple[str, ...], Any]], Any]:
+    """[(key path as strings, leaf)] with Variables unwrapped to their values, and the full treedef."""
+    pairs, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_variable)
+    entries = [(tuple(_key_name(k) for k in path), leaf.get_value() if _is_variable(leaf) else leaf)
+               for path, leaf in pairs]
+    # The full treedef (through the Variables) is what rebuilds a tree of the target's kind; each
+    # Variable holds exactly one array, so its leaves line up with `entries`.
+    treedef = jax.tree_util.tree_structure(tree)
+    if treedef.num_leaves != len(entries):
+        raise TypeError(f"state has a Variable whose value is not a single array ({treedef.num_leaves} leaves "
+                        f"vs {len(entries)} variables/arrays)")
+    return entries, treedef
+
+
+def _key_name(key) -> str:
+    for attr in ("key", "idx", "name"):  # DictKey / FlattenedIndexKey, SequenceKey, GetAttrKey
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _put(tree: dict, path: tuple[str, ...], value) -> None:
+    """Stores `value` at `path` in nested dicts (orbax's most portable tree); "_" names a bare-array state."""
+    for name in path[:-1]:
+        tree = tree.setdefault(name, {})
+    tree[path[-1] if path else "_"] = value
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+    for name in path or ("_",):
+        tree = tree[name]
+    return tree
+
+
+def _show(path: tuple[str, ...]) -> str:
+    return "/".join(path) or "<root>"
+
+
+def _to_storage(state) -> tuple[dict, dict]:
+    """(nested dict of arrays for orbax, layout JSON)."""
+    entries, _ = _flatten(state)
+    arrays: dict = {}
+    leaves = []
+    for path, leaf in entries:
+        if _is_scalar(leaf):
+            leaves.append({"path": list(path), "kind": "scalar", "value": leaf})
+            continue
+        if _is_key(leaf):
+            row = {"kind": "key", "impl": str(jax.random.key_impl(leaf))}
+            leaf = jax.random.key_data(leaf)
+        elif isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
+            row = {"kind": "array"}
+            leaf = np.asarray(leaf) if isinstance(leaf, np.generic) else leaf
+        else:
+            raise TypeError(f"state leaf {_show(path)} is a {type(leaf).__name__}; checkpoints hold jax/numpy "
+                            "arrays, PRNG keys and python bool/int/float")
+        leaves.append({"path": list(path), **row, "shape": list(leaf.shape), "dtype": str(leaf.dtype)})
+        _put(arrays, path, leaf)
+    return arrays, {"version": LAYOUT_VERSION, "leaves": leaves}
+
+
+def _plan_restore(layout: dict, target, where: str) -> tuple[dict, Callable[[dict], Any]]:
+    """(abstract nested dict for orbax, function rebuilding the target-shaped tree from orbax's result)."""
+    entries, treedef = _flatten(target)
+    saved = {tuple(row["path"]): row for row in layout["leaves"]}
+    wanted = {path for path, _ in entries}
+    missing = [path for path, _ in entries if path not in saved]
+    extra = [path for path in saved if path not in wanted]
+    if missing or extra:
+        first = (f"the target has {_show(missing[0])!r}, which the checkpoint lacks" if missing else
+                 f"the checkpoint has {_show(extra[0])!r}, which the target lacks")
+        raise ValueError(f"{where} does not match the target structure: {first} "
+                         f"({len(missing)} missing, {len(extra)} unexpected key paths)")
+
+    abstract: dict = {}
+    for path, leaf in entries:
+        row = saved[path]
+        spec = _abstract_leaf(path, row, leaf, where)
+        if spec is None:
+            continue
+        _put(abstract, path, spec)
+
+    def finish(restored: dict) -> Any:
+        out = []
+        for path, _ in entries:
+            row = saved[path]
+            if row["kind"] == "scalar":
+                out.append(row["value"])
+                continue
+            value = _get(restored, path)
+            out.append(jax.random.wrap_key_data(value, impl=row["impl"]) if row["kind"] == "key" else value)
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    return abstract, finish
+
+
+def _abstract_leaf(path, row: dict, leaf, where: str):
+    """What orbax restores one leaf into: a sharded ShapeDtypeStruct, a numpy array, or None (scalar)."""
+    name = _show(path)
+    target_kind = "key" if _is_key(leaf) else "scalar" if _is_scalar(leaf) else "array"
+    if target_kind != row["kind"]:
+        article = "an" if target_kind == "array" else "a"
+        raise ValueError(f"{where} does not match the target structure at {name!r}: saved a {row['kind']}, "
+                         f"the target has {article} {target_kind} ({type(leaf).__name__})")
+    if row["kind"] == "scalar":
+        return None
+    shape = tuple(leaf.shape)
+    saved_shape = tuple(row["shape"])
+    if row["kind"] == "key":
+        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(shape, leaf.dtype))
+        if tuple(data.shape) != saved_shape:
+            raise ValueError(f"{where}: PRNG key {name!r} has key data of shape {saved_shape} in the checkpoint, "
+                             f"the target's is {tuple(data.shape)}")
+        sharding = _key_data_sharding(_sharding_of(leaf, name), name)
+        return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
+    if shape != saved_shape:
+        raise ValueError(f"{where}: {name!r} has shape {saved_shape} in the checkpoint, the target wants {shape}")
+    if isinstance(leaf, (np.ndarray, np.generic)):
+        return np.zeros(shape, leaf.dtype)  # orbax restores numpy targets as numpy arrays
+    return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=_sharding_of(leaf, name))
+
+
+def _sharding_of(leaf, name: str):
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is None:
+        raise ValueError(f"target leaf {name!r} has no sharding; give jax.ShapeDtypeStruct(shape, dtype, "
+                         "sharding=...) or a concrete jax.Array so the restored array knows where to live")
+    return sharding
+
+
+def _key_data_sharding(sharding, name: str):
+    """The sharding of a key's data: the key's own. A NamedSharding's spec leaves the trailing key-data
+    dimension unnamed, i.e. whole on every device, and a single device holds all of it."""
+    if isinstance(sharding, (NamedSharding, SingleDeviceSharding)):
+        return sharding
+    raise ValueError(f"PRNG key {name!r}: sharding {type(sharding).__name__} is not supported for keys; "
+                     "use a NamedSharding or SingleDeviceSharding")
+
+
+def _check_json(what: str, value) -> None:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be a JSON dict, got {type(value).__name__}")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{what} is not JSON-serialisable: {err}") from err
