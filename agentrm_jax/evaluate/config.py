@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentrm_jax.yaml_config import check_keys, read_mapping
+
 __all__ = ["EvalConfig", "Method", "parse_methods"]
 
 METHODS = ("greedy", "best_of_n", "beam")
@@ -325,11 +327,7 @@ class EvalConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{source}: an eval config is a mapping of keys (policy, rm, envs, ...), "
                              f"got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                where = f"{source}:{lines[key]}" if lines and key in lines else source
-                raise ValueError(f"{where}: unknown key {key!r} in eval config; known keys: {', '.join(sorted(known))}")
+        check_keys(data, (f.name for f in dataclasses.fields(cls)), source=source, what="eval config", lines=lines)
         values = dict(data)
         try:
             if "envs" in values:
@@ -352,23 +350,8 @@ class EvalConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> EvalConfig:
         """Read a YAML file, then apply `overrides` (keys as in the file; None values are ignored)."""
-        import yaml
-
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such eval config (see configs/eval_scripted.yaml for an example)")
-        text = path.read_text(encoding="utf-8")
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: invalid YAML: {e}") from None
-        lines = {}
-        if isinstance(node, yaml.MappingNode):
-            lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
-        data = {} if data is None else data
-        if isinstance(data, dict):
-            data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        data, lines = read_mapping(path, "eval config", "configs/eval_scripted.yaml")
+        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(data, source=str(path), lines=lines)
 
     def replace(self, **overrides) -> EvalConfig:
