@@ -5,6 +5,7 @@
     agentrm score --rm DIR --input T.jsonl --output S.jsonl     score trajectories with a reward model
     agentrm serve / agentrm play         OpenAI-compatible server for our model; play an env episode
     agentrm eval --config C.yaml / agentrm report R.jsonl   search methods x envs x seeds; table + scaling plots
+    agentrm train --config C.yaml / agentrm export --ckpt RUN --out DIR   train a reward model; export it for transformers
 
 Subcommands beyond generate/bench live next to their code and are added by
 the `register(subparsers)` of each module in `_COMMAND_MODULES`.
@@ -46,7 +47,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 _COMMAND_MODULES = ("agentrm_jax.rewards.commands", "agentrm_jax.agents.commands",
-                    "agentrm_jax.evaluate.commands")
+                    "agentrm_jax.evaluate.commands", "agentrm_jax.training.commands")
 _BENCHMARKS = {"models": "bench_models.py", "rewards": "bench_rewards.py"}
 
 

@@ -1,0 +1,92 @@
+"""`agentrm train` and `agentrm export`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agentrm_jax.training.config import MeshShape, TrainConfig
+
+# flag -> TrainConfig field
+_OVERRIDES = {"model": "model", "data": "train", "eval_data": "eval", "kind": "kind", "steps": "steps",
+              "epochs": "epochs", "batch_size": "batch_size", "mesh": "mesh", "out": "out", "seed": "seed",
+              "save_every": "save_every", "lr": "lr", "finetune": "finetune", "precision": "precision",
+              "target": "target", "grad_accum": "grad_accum", "max_length": "max_length"}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config file (if any) with the flags' values on top."""
+    overrides = {field: getattr(args, flag) for flag, field in _OVERRIDES.items() if getattr(args, flag) is not None}
+    if args.config:
+        return TrainConfig.from_yaml(args.config, overrides)
+    return TrainConfig.from_dict(overrides, source="flags")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from agentrm_jax.training.trainer import NonFiniteError, train
+
+    config = config_from_args(args)
+    try:
+        result = train(config, progress=not args.no_progress)
+    except NonFiniteError as e:
+        print(f"agentrm train: {e}", file=sys.stderr)
+        return 3
+    where = f"resumed from step {result.resumed_from}, " if result.resumed_from is not None else ""
+    last = result.losses[max(result.losses)] if result.losses else float("nan")
+    evals = ", ".join(f"{k}={v:.4f}" for k, v in result.eval.items())
+    print(f"train: {where}step {result.step} in {result.out} (last loss {last:.4f}{'; ' + evals if evals else ''}); "
+          f"export with `agentrm export --ckpt {result.out} --out {result.out}/hf`", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from agentrm_jax.training.export import export_run
+
+    out = export_run(args.ckpt, args.out, step=args.step)
+    print(f"export: wrote {out}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `train` and `export` to the `agentrm` command."""
+    tr = subparsers.add_parser(
+        "train", help="train a reward model (explicit / implicit / pairwise) on JSONL records",
+        description="Train a reward model with one sharded, jitted train step on a (data, fsdp, tensor) mesh: "
+                    "grain data pipeline, AdamW with warmup + cosine, LoRA / full / head-only fine-tuning, orbax "
+                    "checkpoints, metrics.jsonl and eval metrics in the run directory. Rerunning the same command "
+                    "resumes from the latest checkpoint. Flags override the config's keys (see "
+                    "configs/train_cpu.yaml; every key is documented in agentrm_jax/training/config.py). Example: "
+                    "agentrm train --config configs/train_cpu.yaml --steps 20 --out runs/try")
+    tr.add_argument("--config", help="YAML train config")
+    tr.add_argument("--model", help="backbone: bundled | HF_DIR | FILE.gguf (overrides model)")
+    tr.add_argument("--data", help="training records, JSONL (overrides train)")
+    tr.add_argument("--eval-data", help="evaluation records, JSONL (overrides eval)")
+    tr.add_argument("--kind", choices=["explicit", "implicit", "pairwise"], help="reward model kind (overrides kind)")
+    tr.add_argument("--target", choices=["value", "progress", "success"],
+                    help="record field holding the target / label (overrides target)")
+    tr.add_argument("--finetune", choices=["lora", "full", "head"], help="what is trained (overrides finetune)")
+    tr.add_argument("--steps", type=int, help="optimizer steps (overrides steps and epochs)")
+    tr.add_argument("--epochs", type=float, help="passes over the data (overrides steps and epochs)")
+    tr.add_argument("--batch-size", type=int, help="records per step over all devices (overrides batch_size)")
+    tr.add_argument("--grad-accum", type=int, help="micro-batches per step (overrides grad_accum)")
+    tr.add_argument("--max-length", type=int, help="tokens per trajectory at most (overrides max_length)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (overrides lr)")
+    tr.add_argument("--precision", choices=["float32", "bf16"], help="compute precision (overrides precision)")
+    tr.add_argument("--mesh", type=MeshShape.parse,
+                    help="device mesh, e.g. data=1,fsdp=8,tensor=1; the product must equal the device count")
+    tr.add_argument("--out", help="run directory; an existing run there is resumed (overrides out)")
+    tr.add_argument("--seed", type=int, help="initialisation and data-order seed (overrides seed)")
+    tr.add_argument("--save-every", type=int, help="checkpoint every N steps (overrides save_every)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train)
+
+    ex = subparsers.add_parser(
+        "export", help="write a trained RM as a transformers model directory",
+        description="Export a checkpoint of `agentrm train`: explicit and pairwise RMs become a transformers "
+                    "LlamaForSequenceClassification (num_labels 1, value head -> score, LoRA merged) that torch "
+                    "and TRL load, and that `agentrm score --rm DIR` reads back; implicit PRMs become a causal LM "
+                    "plus agentrm.json naming the reference model and beta.")
+    ex.add_argument("--ckpt", required=True, help="the run directory (or its checkpoints/ folder)")
+    ex.add_argument("--out", required=True, help="output directory")
+    ex.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    ex.set_defaults(func=_cmd_export)

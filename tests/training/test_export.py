@@ -1,0 +1,67 @@
+"""`agentrm export`: a trained run -> transformers' LlamaForSequenceClassification that scores like we do."""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agentrm_jax.agents.trajectory import Step, Trajectory, write_jsonl
+from agentrm_jax.models import ModelConfig, init_model, save_pretrained
+from agentrm_jax.rewards.io import load_value_model
+from agentrm_jax.training.config import TrainConfig
+from agentrm_jax.training.export import export_run
+from agentrm_jax.training.trainer import train, trained_model
+
+TINY = ModelConfig.tiny(vocab_size=49152, hidden_size=48, intermediate_size=64, num_heads=4, num_kv_heads=2,
+                        head_dim=12)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, bundled_tokenizer):
+    root = tmp_path_factory.mktemp("export")
+    save_pretrained(init_model(TINY, seed=3), root / "tiny")
+    bundled_tokenizer.save_pretrained(str(root / "tiny"))
+    trajs = [Trajectory(task="maze", instruction=f"Find key {i}",
+                        steps=tuple(Step("", f"go {'north' if i % 2 else 'south'}", f"room {j}") for j in range(2)),
+                        value=float(i % 2)) for i in range(8)]
+    write_jsonl(root / "train.jsonl", trajs)
+    config = TrainConfig(model=str(root / "tiny"), train=str(root / "train.jsonl"), finetune="lora", lora_rank=4,
+                         steps=3, batch_size=4, lr=3e-2, warmup_steps=0, out=str(root / "run"), max_length=96)
+    train(config, progress=False)
+    return root, config
+
+
+def test_exported_classifier_scores_like_the_trained_model_in_transformers(trained_run, bundled_tokenizer):
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForSequenceClassification
+
+    root, config = trained_run
+    out = export_run(root / "run", root / "hf")
+    hf_config = json.loads((out / "config.json").read_text())
+    assert hf_config["architectures"] == ["LlamaForSequenceClassification"] and hf_config["num_labels"] == 1
+    texts = ["Thought: go\nAction: go north", "short"]
+    enc = bundled_tokenizer(texts, return_tensors="np", padding=True)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    last = mask.sum(1) - 1
+
+    model, _ = trained_model(config, root / "run" / "checkpoints")  # adapters unmerged, straight from the checkpoint
+    ours = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))[np.arange(2), last]
+    assert np.any(np.asarray(model.backbone.layers[0].attn.q_proj_lora_b[...]) != 0), "LoRA was not trained"
+
+    hf = AutoModelForSequenceClassification.from_pretrained(str(out), dtype=torch.float32).eval()
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits[:, 0].numpy()
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)
+
+    loaded, loss, meta = load_value_model(out)  # and back into agentrm_jax
+    again = np.asarray(loaded(jnp.asarray(ids), jnp.asarray(mask)))[np.arange(2), last]
+    np.testing.assert_allclose(again, ours, atol=1e-5)
+    assert loss == "mse" and meta["trained"]["step"] == 3 and meta["kind"] == "explicit"
+
+
+def test_export_of_a_directory_without_checkpoints_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        export_run(tmp_path, tmp_path / "hf")
