@@ -292,7 +292,7 @@ class TrainStep:
 
             zeros = jax.tree.map(jnp.zeros_like, trainable)
             (loss, grads), _ = jax.lax.scan(one, (jnp.zeros((), jnp.float32), zeros), micro)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = self.tx.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
         leaf_finite = jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
