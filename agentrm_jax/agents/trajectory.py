@@ -31,7 +31,7 @@ import numpy as np
 
 __all__ = [
     "PreferencePair", "RecordError", "RenderedTrajectory", "Step", "Trajectory", "append_jsonl",
-    "format_step", "iter_jsonl", "read_jsonl", "render_batch_for_rm", "render_for_rm", "render_messages", "write_jsonl",
+    "format_step", "iter_jsonl", "iter_jsonl_lines", "read_jsonl", "render_batch_for_rm", "render_for_rm", "render_messages", "write_jsonl",
 ]
 
 
@@ -198,6 +198,12 @@ def iter_jsonl(path: str | os.PathLike, kind: str = "trajectory") -> Iterator[Tr
     Raises FileNotFoundError for a missing file and RecordError naming
     file:line and the field for a malformed row.
     """
+    return (record for _, record in iter_jsonl_lines(path, kind))
+
+
+def iter_jsonl_lines(path: str | os.PathLike, kind: str = "trajectory"
+                     ) -> Iterator[tuple[int, Trajectory | PreferencePair]]:
+    """(1-based line number, record) of every non-blank line; errors as in `iter_jsonl`."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file (expected JSONL {kind} records, one object per line)")
@@ -210,9 +216,10 @@ def iter_jsonl(path: str | os.PathLike, kind: str = "trajectory") -> Iterator[Tr
             except json.JSONDecodeError as e:
                 raise RecordError(f"invalid JSON ({e.msg} at column {e.colno})", path=str(path), line=lineno) from None
             try:
-                yield _parse(record, kind)
+                parsed = _parse(record, kind)
             except RecordError as e:
                 raise RecordError(str(e), path=str(path), line=lineno, field=e.field) from None
+            yield lineno, parsed
 
 
 def read_jsonl(path: str | os.PathLike, kind: str = "trajectory") -> list:

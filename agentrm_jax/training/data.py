@@ -60,7 +60,6 @@ checkpoint resumes bitwise-identically, even with a different process_count.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -72,7 +71,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from agentrm_jax.agents.trajectory import PreferencePair, RecordError, Trajectory, render_for_rm
+from agentrm_jax.agents.trajectory import RecordError, Trajectory, iter_jsonl_lines, render_for_rm
 from agentrm_jax.models.buckets import bucket_length
 
 __all__ = ["KINDS", "TARGETS", "DataConfig", "TrainBatches", "collate", "eval_batches", "length_report",
@@ -181,30 +180,16 @@ def load_examples(path: str | os.PathLike, config: DataConfig, tokenizer, *, fie
                                 f"{'pairwise' if config.kind == 'pairwise' else 'trajectory'} records)")
     target_field = config.target_field
     examples: list[dict] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"invalid JSON ({e.msg} at column {e.colno})", path=str(path), line=lineno) from None
-            try:
-                if config.kind == "pairwise":
-                    pair = PreferencePair.from_dict(record)
-                    chosen = _row(pair.chosen, tokenizer, config.max_length, 0.0, 1.0)
-                    rejected = _row(pair.rejected, tokenizer, config.max_length, 0.0, 0.0)
-                    example = {"chosen": chosen, "rejected": rejected}
-                else:
-                    trajectory = Trajectory.from_dict(record)
-                    value = _target_value(trajectory, target_field)
-                    if value is None:
-                        raise RecordError(f"{config.kind} records need {target_field!r} (DataConfig.target="
-                                          f"{target_field!r}); this record has none", field=target_field)
-                    example = _row(trajectory, tokenizer, config.max_length, value, value)
-            except RecordError as e:
-                raise RecordError(str(e), path=str(path), line=lineno, field=e.field) from None
-            examples.append(example)
+    for lineno, record in iter_jsonl_lines(path, "pair" if config.kind == "pairwise" else "trajectory"):
+        if config.kind == "pairwise":
+            examples.append({"chosen": _row(record.chosen, tokenizer, config.max_length, 0.0, 1.0),
+                             "rejected": _row(record.rejected, tokenizer, config.max_length, 0.0, 0.0)})
+            continue
+        value = _target_value(record, target_field)
+        if value is None:
+            raise RecordError(f"{config.kind} records need {target_field!r} (DataConfig.target={target_field!r}); "
+                              "this record has none", path=str(path), line=lineno, field=target_field)
+        examples.append(_row(record, tokenizer, config.max_length, value, value))
     cut = sum(bool(r["truncated"]) for ex in examples for r in _rows(ex))
     if cut:
         warnings.warn(f"{path}: {cut} trajectories exceeded max_length={config.max_length} tokens; kept the "
