@@ -31,7 +31,6 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from agentrm_jax.yaml_config import check_keys, read_mapping

@@ -253,12 +253,17 @@ class TrainConfig:
                          "grad_clip", "epochs"):
                 if isinstance(values.get(name), int) and not isinstance(values[name], bool):
                     values[name] = float(values[name])
+                elif isinstance(values.get(name), str):  # PyYAML reads 1e-4 (no dot: YAML 1.1) as a string
+                    try:
+                        values[name] = float(values[name])
+                    except ValueError:
+                        pass  # left for __post_init__ to reject, naming the field
             for name in ("model", "train", "eval", "out"):
                 if isinstance(values.get(name), os.PathLike):
                     values[name] = os.fspath(values[name])
             return cls(**values)
         except (ValueError, TypeError) as e:
-            key = next((k for k in values if f"TrainConfig.{k} " in str(e) or str(e).startswith(f"mesh")), None)
+            key = next((k for k in values if f"TrainConfig.{k} " in str(e) or str(e).startswith(k)), None)
             where = f"{source}:{lines[key]}" if lines and key in lines else source
             raise ValueError(f"{where}: {e}") from None
 
