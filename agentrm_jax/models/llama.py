@@ -124,14 +124,18 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Arr
     Returns [B, T, H, Dh] in q's dtype; scores and softmax in float32.
     """
     b, t, h, dh = q.shape
-    kv_heads = k.shape[1]
-    q = q.reshape(b, t, kv_heads, h // kv_heads, dh)
-    scores = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (dh ** -0.5)
+    kv_heads, s = k.shape[1], k.shape[2]
+    groups = h // kv_heads
+    # Queries of one KV head as one [G*T, Dh] matrix, so both products are plain batched matmuls
+    # over (B, K). The 5-D einsums this replaces made XLA:CPU insert transposes in the backward
+    # pass: 2.5x slower attention gradients at 4 x 256 tokens, the same forward numbers.
+    q = q.reshape(b, t, kv_heads, groups, dh).transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, groups * t, dh)
+    scores = jnp.einsum("bkqd,bksd->bkqs", q, k, preferred_element_type=jnp.float32)
+    scores = scores.reshape(b, kv_heads, groups, t, s) * (dh ** -0.5)
     scores = jnp.where(allowed[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bksd->btkgd", probs, v)
-    return out.reshape(b, t, h, dh)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kv_heads, groups * t, s)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv_heads, groups, t, dh)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
 
 
 # At most this many rows, `dense` computes W @ x^T instead of x @ W^T (decode-sized batches).
