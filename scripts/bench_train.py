@@ -1,0 +1,308 @@
+"""Benchmark: explicit-RM train-step throughput, ours vs torch, and FSDP memory per device (not a test).
+
+    PYTHONPATH=. python scripts/bench_train.py                      # 4 x 256, 5 timed steps per side
+    PYTHONPATH=. python scripts/bench_train.py --steps 8 --skip-memory --json out.json
+
+1. Speed, in one process so machine noise hits both sides alike. Both sides train the
+   explicit RM (bundled SmolLM2-135M backbone + linear value head [1, hidden], value read at
+   each row's last real token, MSE to a target), full fine-tuning, float32, on one fixed
+   right-padded batch of rendered trajectories:
+   - ours: `training.trainer.TrainStep` (`build_model` + `make_optimizer`) on a 1x1x1 mesh,
+     the jitted, donated step the trainer runs;
+   - torch: transformers' `LlamaModel` loaded from the same GGUF (`gguf_file=`, transformers'
+     own dequantization) + `Linear(hidden, 1, bias=False)` holding our head's initial weight,
+     `torch.optim.AdamW` (default implementation) with the same lr, betas, eps, decoupled weight
+     decay on matrices only, and `clip_grad_norm_` to the same global norm.
+   Constant learning rate (no warmup, min_lr_ratio 1). Steps alternate ours / torch (the order
+   flips every pair), each timed alone to the loss on the host after `--pause` idle seconds (torch's
+   OpenMP workers spin-wait after a step and would otherwise take cores from ours); the first step of each side
+   (ours: trace + compile) is reported apart. Losses of both sides are compared at every step:
+   step 1 checks the forward is the same computation, later steps that the updates are.
+2. Memory, in a subprocess with 8 fake CPU devices: the same model placed by `TrainStep` on a
+   data=1,fsdp=1,tensor=1 mesh over one device and on data=1,fsdp=8,tensor=1 over eight;
+   bytes of the parameter (trainable + frozen) and AdamW-state shards that live on device 0.
+
+Threads: torch uses `--threads` intra-op threads; XLA:CPU uses every core the process may run
+on (2 on the development machine, so keep --threads at the core count for a fair ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+_MEMORY_FLAG = "--memory-child"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench_train.py", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=5, help="timed train steps per side (after one warm-up step)")
+    p.add_argument("--batch", type=int, default=4, help="rows per step")
+    p.add_argument("--length", type=int, default=256, help="padded row length (rows are rendered to at most this)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--pause", type=float, default=1.0,
+                   help="seconds of idle before each timed step, so the other side's spinning threads have stopped")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-speed", action="store_true", help="memory part only")
+    p.add_argument("--skip-memory", action="store_true", help="speed part only")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument(_MEMORY_FLAG, action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def train_config(args, *, batch_size: int, fsdp: int = 1):
+    from agentrm_jax.training.config import MeshShape, TrainConfig
+
+    # `train` is never read here: the batch is built by hand. Constant lr: no warmup, no decay.
+    return TrainConfig(model="bundled", kind="explicit", train="unused.jsonl", finetune="full",
+                       batch_size=batch_size, max_length=args.length, steps=1000, lr=args.lr, warmup_steps=0,
+                       min_lr_ratio=1.0, weight_decay=0.01, b1=0.9, b2=0.999, grad_clip=1.0,
+                       precision="float32", mesh=MeshShape(fsdp=fsdp), seed=args.seed)
+
+
+def make_batch(tokenizer, config, rows: int, length: int, seed: int) -> dict[str, np.ndarray]:
+    """One right-padded [rows, length] batch in the trainer's layout (`training.data.collate`):
+    rendered synthetic trajectories (chat template + tokenizer), target = value at the last token."""
+    from agentrm_jax.agents.trajectory import render_for_rm
+    from agentrm_jax.training.data import collate
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_rewards import make_trajectories  # synthetic text trajectories of 1-12 steps
+
+    rng = np.random.default_rng(seed)
+    candidates = iter(make_trajectories(64 * rows, seed))
+    examples = []
+    for i in range(rows):
+        # row i fills length, 7/8, 3/4 or 5/8 of it (render_for_rm drops the oldest steps of a
+        # long trajectory to fit): real text, some right padding, a known number of real tokens
+        budget = length - (i % 4) * length // 8
+        r = next(r for r in (render_for_rm(t, tokenizer, max_length=budget) for t in candidates)
+                 if r.length > budget - 32)
+        examples.append({"input_ids": r.input_ids.astype(np.int32), "agent_mask": r.agent_mask.astype(bool),
+                         "target_index": np.asarray([r.length - 1], np.int32),
+                         "target": np.asarray([rng.uniform()], np.float32), "label": np.asarray(0.0, np.float32),
+                         "truncated": np.asarray(r.truncated)})
+    return collate(examples, config.data_config(), batch_rows=rows, length=length)
+
+
+def train_flops_per_token(cfg, length: int) -> float:
+    """3 x forward FLOPs (forward + two backward products) of the backbone, no LM head."""
+    d, f, h, k, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    per_layer = 2 * (d * h * dh * 2 + d * k * dh * 2 + 3 * d * f) + 4 * length * h * dh
+    return 3.0 * cfg.num_layers * per_layer
+
+
+# ------------------------------------------------------------------------------------------- speed
+
+
+def speed(args) -> dict:
+    import jax
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agentrm_jax.models import bundled_model_path, load_model, load_tokenizer
+    from agentrm_jax.training.config import MeshShape
+    from agentrm_jax.training.mesh import training_mesh
+    from agentrm_jax.training.trainer import TrainStep, build_model
+
+    torch.set_num_threads(args.threads)
+    path = bundled_model_path()
+    config = train_config(args, batch_size=args.batch)
+    tokenizer = load_tokenizer(path)
+    host_batch = make_batch(tokenizer, config, args.batch, args.length, args.seed)
+    real_tokens = int(host_batch["attention_mask"].sum())
+    padded_tokens = host_batch["input_ids"].size
+    row_lengths = host_batch["attention_mask"].sum(1).tolist()
+    result_load = [os.getloadavg()[0]]
+    print(f"batch {args.batch} x {args.length}: {real_tokens} real tokens (rows {row_lengths}), "
+          f"XLA devices {jax.devices()}, torch threads {torch.get_num_threads()}", file=sys.stderr)
+
+    model, trainable_filter = build_model(config, backbone=load_model(path, dtype="float32"))
+    head_weight = np.array(model.head.weight[...], np.float32)  # [1, D], copied before donation
+    flops = train_flops_per_token(model.backbone.config, args.length)
+
+    # torch: the same GGUF through transformers' own loader, plus our initial head.
+    lm = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    backbone = lm.model.train()
+    head = torch.nn.Linear(head_weight.shape[1], 1, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(head_weight))
+    params = list(backbone.parameters()) + list(head.parameters())
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=config.lr, betas=(config.b1, config.b2), eps=1e-8)
+    t_ids = torch.from_numpy(host_batch["input_ids"].astype(np.int64))
+    t_mask = torch.from_numpy(host_batch["attention_mask"].astype(np.int64))
+    t_index = torch.from_numpy(host_batch["target_index"][:, 0].astype(np.int64))
+    t_target = torch.from_numpy(host_batch["targets"][:, 0])
+    rows = torch.arange(args.batch)
+
+    def torch_step() -> float:
+        opt.zero_grad(set_to_none=True)
+        hidden = backbone(input_ids=t_ids, attention_mask=t_mask, use_cache=False).last_hidden_state
+        scores = head(hidden)[..., 0][rows, t_index]
+        loss = torch.mean(torch.square(scores - t_target))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        opt.step()
+        return float(loss.detach())
+
+    mesh = training_mesh(MeshShape(), devices=jax.devices()[:1])
+    step = TrainStep(model, trainable_filter, config, mesh, total_steps=config.steps)
+    state = [step.initial_trainable, step.init_opt_state(step.initial_trainable)]
+    batch = step.put_batch(host_batch)
+    del model  # its arrays may be the donated ones
+
+    def ours_step() -> float:
+        state[0], state[1], metrics = step.step(state[0], state[1], batch)
+        return float(metrics["loss"])
+
+    def timed(fn):
+        time.sleep(args.pause)  # torch's OpenMP workers spin for a while after a step; let them sleep first
+        t0 = time.perf_counter()
+        loss = fn()
+        return time.perf_counter() - t0, loss
+
+    first_ours, loss_ours = timed(ours_step)
+    first_torch, loss_torch = timed(torch_step)
+    losses = {"ours": [loss_ours], "torch": [loss_torch]}
+    times = {"ours": [], "torch": []}
+    sides = {"ours": ours_step, "torch": torch_step}
+    for i in range(args.steps):
+        for name in (("ours", "torch") if i % 2 == 0 else ("torch", "ours")):
+            dt, loss = timed(sides[name])
+            times[name].append(dt)
+            losses[name].append(loss)
+        print(f"step {i + 2}: ours {times['ours'][-1]:.2f} s, torch {times['torch'][-1]:.2f} s", file=sys.stderr)
+
+    result_load.append(os.getloadavg()[0])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses["ours"], losses["torch"])]
+    result = {"batch": args.batch, "length": args.length, "real_tokens": real_tokens, "padded_tokens": padded_tokens,
+              "steps": args.steps, "threads": args.threads, "compiles": step.compile_count(),
+              "first_step_s": {"ours": first_ours, "torch": first_torch},
+              "compile_s_estimate": first_ours - med["ours"],
+              "step_s": times, "median_step_s": med,
+              "tokens_per_s": {k: real_tokens / v for k, v in med.items()},
+              "gflops_per_s_padded": {k: flops * padded_tokens / v / 1e9 for k, v in med.items()},
+              "ratio_ours_over_torch": med["torch"] / med["ours"],
+              "load_average_1min": result_load, "losses": losses, "loss_rel_diff_step1": rel[0], "loss_rel_diff_max": max(rel)}
+    return result
+
+
+# ------------------------------------------------------------------------------------------ memory
+
+
+def _bytes_on(tree, device) -> int:
+    import jax
+
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array):
+            total += sum(s.data.nbytes for s in leaf.addressable_shards if s.device == device)
+    return total
+
+
+def memory_child(args) -> dict:
+    """Runs with 8 fake CPU devices (XLA_FLAGS set by the parent before jax is imported)."""
+    import jax
+
+    from agentrm_jax.models import bundled_model_path, load_model
+    from agentrm_jax.training.config import MeshShape
+    from agentrm_jax.training.mesh import training_mesh
+    from agentrm_jax.training.trainer import TrainStep, build_model
+
+    devices = jax.devices()
+    if len(devices) != 8:
+        raise SystemExit(f"memory part needs 8 devices, got {len(devices)}: XLA_FLAGS was not applied")
+    out = {}
+    for fsdp in (1, 8):
+        config = train_config(args, batch_size=8, fsdp=fsdp)
+        model, trainable_filter = build_model(config, backbone=load_model(bundled_model_path(), dtype="float32"))
+        mesh = training_mesh(MeshShape(fsdp=fsdp), devices=devices[:fsdp])
+        step = TrainStep(model, trainable_filter, config, mesh, total_steps=config.steps)
+        del model
+        opt_state = step.init_opt_state(step.initial_trainable)
+        dev0 = devices[0]
+        params = _bytes_on(step.initial_trainable, dev0) + _bytes_on(step.frozen, dev0)
+        optimizer = _bytes_on(opt_state, dev0)
+        replicated = []
+        for leaf in jax.tree.leaves(step.initial_trainable):
+            if isinstance(leaf, jax.Array) and leaf.sharding.is_fully_replicated and fsdp > 1:
+                replicated.append(leaf.nbytes)
+        out[f"fsdp={fsdp}"] = {"params_bytes": params, "optimizer_bytes": optimizer, "total_bytes": params + optimizer,
+                               "replicated_param_bytes": sum(replicated), "replicated_params": len(replicated)}
+        del step, opt_state
+    out["ratio_fsdp8_over_fsdp1"] = out["fsdp=8"]["total_bytes"] / out["fsdp=1"]["total_bytes"]
+    return out
+
+
+def memory(args) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    cmd = [sys.executable, os.path.abspath(__file__), _MEMORY_FLAG, "--length", str(args.length),
+           "--seed", str(args.seed)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"memory subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(args)))
+        return {}
+    result = {}
+    if not args.skip_speed:
+        s = result["speed"] = speed(args)
+        print(f"\ntrain step, explicit RM, full fine-tuning, float32, batch {s['batch']} x {s['length']} "
+              f"({s['real_tokens']} real tokens), median of {s['steps']} steps per side")
+        print(f"{'':28}{'ours':>12}{'torch':>12}")
+        print(f"{'first step, s':28}{s['first_step_s']['ours']:>12.2f}{s['first_step_s']['torch']:>12.2f}")
+        print(f"{'median step, s':28}{s['median_step_s']['ours']:>12.2f}{s['median_step_s']['torch']:>12.2f}")
+        print(f"{'tokens/s (real)':28}{s['tokens_per_s']['ours']:>12.1f}{s['tokens_per_s']['torch']:>12.1f}")
+        print(f"{'GFLOP/s (padded)':28}{s['gflops_per_s_padded']['ours']:>12.1f}"
+              f"{s['gflops_per_s_padded']['torch']:>12.1f}")
+        print(f"ratio ours/torch (tokens/s): {s['ratio_ours_over_torch']:.2f}x; compile ~{s['compile_s_estimate']:.1f} s; "
+              f"programs compiled: {s['compiles']}")
+        print(f"loss rel. difference: step 1 {s['loss_rel_diff_step1']:.1e}, max over {s['steps'] + 1} steps "
+              f"{s['loss_rel_diff_max']:.1e} (ours {s['losses']['ours'][0]:.6f} -> {s['losses']['ours'][-1]:.6f})")
+        print(f"1-minute load average at start / end: {s['load_average_1min'][0]:.1f} / "
+              f"{s['load_average_1min'][1]:.1f} (other processes share the cores)")
+    if not args.skip_memory:
+        m = result["memory"] = memory(args)
+        print("\nper-device (device 0) bytes, parameters + AdamW state, bundled model, 8 fake CPU devices")
+        print(f"{'mesh':28}{'params':>14}{'optimizer':>14}{'total':>14}")
+        for key in ("fsdp=1", "fsdp=8"):
+            row = m[key]
+            print(f"{'data=1,' + key + ',tensor=1':28}{_mb(row['params_bytes']):>14}{_mb(row['optimizer_bytes']):>14}"
+                  f"{_mb(row['total_bytes']):>14}")
+        print(f"ratio fsdp=8 / fsdp=1: {m['ratio_fsdp8_over_fsdp1']:.4f} (1/{1 / m['ratio_fsdp8_over_fsdp1']:.2f}); "
+              f"replicated at fsdp=8: {m['fsdp=8']['replicated_params']} parameters, "
+              f"{_mb(m['fsdp=8']['replicated_param_bytes'])}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
