@@ -1,7 +1,7 @@
 """The `agentrm` command.
 
     agentrm generate --prompt "..."      sample from the bundled SmolLM2 (or --model PATH)
-    agentrm bench models|rewards         ours vs transformers+torch (models: forward, decode; rewards: scoring)
+    agentrm bench models|rewards|train   ours vs transformers+torch (forward, decode; RM scoring; RM train step)
     agentrm score --rm DIR --input T.jsonl --output S.jsonl     score trajectories with a reward model
     agentrm serve / agentrm play         OpenAI-compatible server for our model; play an env episode
     agentrm eval --config C.yaml / agentrm report R.jsonl   search methods x envs x seeds; table + scaling plots
@@ -48,7 +48,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 _COMMAND_MODULES = ("agentrm_jax.rewards.commands", "agentrm_jax.agents.commands",
                     "agentrm_jax.evaluate.commands", "agentrm_jax.training.commands")
-_BENCHMARKS = {"models": "bench_models.py", "rewards": "bench_rewards.py"}
+_BENCHMARKS = {"models": "bench_models.py", "rewards": "bench_rewards.py", "train": "bench_train.py"}
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--raw", action="store_true", help="use the prompt verbatim, without the chat template")
     gen.set_defaults(func=_cmd_generate)
 
-    bench = sub.add_parser("bench", help="benchmarks: `agentrm bench models|rewards [options]`",
+    bench = sub.add_parser("bench", help="benchmarks: `agentrm bench models|rewards|train [options]`",
                            description="Runs scripts/bench_models.py (forward and decode) or "
-                                       "scripts/bench_rewards.py (RM scoring throughput): ours vs "
+                                       "scripts/bench_rewards.py (RM scoring throughput) or "
+                                       "scripts/bench_train.py (RM train step; FSDP bytes per device): ours vs "
                                        "transformers+torch on the same CPU, in one run. Options after the "
                                        "benchmark name go to that script (e.g. --repeats 5 --json out.json); "
                                        "`agentrm bench models --help` lists them.")

@@ -57,3 +57,12 @@ def test_bench_models_runs_and_reports_figures(tmp_path, capsys):
     assert "tok/s" in out.err + out.out
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["forward"]["ours"]["tokens_per_s"] > 0
+
+
+def test_bench_train_is_reachable_from_the_cli(capsys):
+    # the script's own parser answers through `agentrm bench train` (running it loads the real model twice)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--skip-memory" in out and "--pause" in out
