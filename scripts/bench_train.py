@@ -38,6 +38,11 @@ import time
 
 import numpy as np
 
+# sibling scripts: synthetic trajectories (bench_rewards) and the forward FLOP count (bench_models)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_models import forward_flops_per_token  # noqa: E402
+from bench_rewards import make_trajectories  # noqa: E402
+
 _MEMORY_FLAG = "--memory-child"
 
 
@@ -75,9 +80,6 @@ def make_batch(tokenizer, config, rows: int, length: int, seed: int) -> dict[str
     from agentrm_jax.agents.trajectory import render_for_rm
     from agentrm_jax.training.data import collate
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_rewards import make_trajectories  # synthetic text trajectories of 1-12 steps
-
     rng = np.random.default_rng(seed)
     candidates = iter(make_trajectories(64 * rows, seed))
     examples = []
@@ -96,9 +98,7 @@ def make_batch(tokenizer, config, rows: int, length: int, seed: int) -> dict[str
 
 def train_flops_per_token(cfg, length: int) -> float:
     """3 x forward FLOPs (forward + two backward products) of the backbone, no LM head."""
-    d, f, h, k, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    per_layer = 2 * (d * h * dh * 2 + d * k * dh * 2 + 3 * d * f) + 4 * length * h * dh
-    return 3.0 * cfg.num_layers * per_layer
+    return 3.0 * (forward_flops_per_token(cfg, length) - 2.0 * cfg.vocab_size * cfg.hidden_size)
 
 
 # ------------------------------------------------------------------------------------------- speed
