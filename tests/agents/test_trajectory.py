@@ -115,3 +115,37 @@ def test_over_long_never_drops_the_last_step(bundled_tokenizer):
     assert np.array_equal(cut.input_ids, full.input_ids[-budget:])
     assert cut.step_ends[-1] == full.step_ends[-1] - 10
     assert "go north" in bundled_tokenizer.decode(cut.input_ids)
+
+
+@pytest.mark.parametrize("tokenizer_fixture", ["bundled_tokenizer", "llama3_style_tokenizer"])
+def test_prefix_ends_are_where_each_prefix_rendering_ends(request, tokenizer_fixture):
+    # An explicit RM reads step i's score at prefix_ends[i]: the tokens up to there must be exactly the
+    # rendering of the prefix with i + 1 steps, whose trajectory score is read at its last token.
+    tokenizer = request.getfixturevalue(tokenizer_fixture)
+    no_obs = TRAJ.replace(steps=(Step("", "look", ""), *TRAJ.steps, Step("done", "stop", "")))
+    for traj in (TRAJ, no_obs):
+        r = render_for_rm(traj, tokenizer)
+        assert r.prefix_ends.shape == (len(traj),) and r.prefix_ends[-1] == r.length - 1
+        for i in range(len(traj)):
+            prefix = render_for_rm(traj.prefix(i + 1), tokenizer)
+            assert np.array_equal(r.input_ids[:r.prefix_ends[i] + 1], prefix.input_ids), i
+            assert r.prefix_ends[i] >= r.step_ends[i]
+    assert render_for_rm(Trajectory("maze", "x"), tokenizer).prefix_ends.shape == (0,)
+
+
+def test_truncation_warning_says_what_was_kept(bundled_tokenizer):
+    steps = tuple(Step("", f"act {i}", "observation " * 10) for i in range(12))
+    traj = Trajectory("maze", "Reach the goal.", steps)
+    budget = render_for_rm(traj, bundled_tokenizer).length // 2
+    with pytest.warns(UserWarning) as caught:
+        (kept,) = render_batch_for_rm([traj], bundled_tokenizer, max_length=budget)
+    message = str(caught[0].message)
+    assert f"kept the instruction and the last {len(steps) - kept.first_step} steps" in message
+    assert "instruction was cut" not in message and kept.cut_tokens == 0
+    with pytest.warns(UserWarning) as caught:  # 20 tokens: not even the instruction fits
+        (cut,) = render_batch_for_rm([TRAJ], bundled_tokenizer, max_length=20)
+    message = str(caught[0].message)
+    assert "1 of 1 trajectories exceeded max_length=20" in message
+    assert "kept only the last 20 tokens, so the instruction was cut" in message
+    assert "kept the instruction" not in message and cut.cut_tokens > 0 and cut.length == 20
+    assert cut.prefix_ends[-1] == 19 and cut.prefix_ends[0] == -1
