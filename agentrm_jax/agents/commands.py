@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -75,10 +76,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model, tokenizer = from_pretrained(path, dtype=args.dtype)
     name = args.model_name or str(path).rstrip("/").split("/")[-1]
+    api_key = args.api_key or os.environ.get("AGENTRM_API_KEY") or None
     server, thread = start_server(model, tokenizer, args.host, args.port, model_name=name,
-                                  max_batch=args.max_batch)
+                                  max_batch=args.max_batch, api_key=api_key)
     print(f"serving {name} (loaded in {time.perf_counter() - t0:.1f} s from {path}) at {server.url} "
-          f"- POST {server.url}/chat/completions, GET {server.url}/models; Ctrl-C stops", flush=True)
+          f"- POST {server.url}/chat/completions, GET {server.url}/models"
+          f"{'; requests need the API key (Authorization: Bearer ...)' if api_key else ''}; Ctrl-C stops",
+          flush=True)
     previous = None
     if threading.current_thread() is threading.main_thread():  # SIGTERM shuts down as cleanly as Ctrl-C
 
@@ -148,6 +152,9 @@ def register(subparsers) -> None:
     serve.add_argument("--model-name", default=None, help="model id reported by /v1/models (default: file name)")
     serve.add_argument("--max-batch", type=int, default=8, help="rows per prefill batch (default 8)")
     serve.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    serve.add_argument("--api-key", default=None,
+                       help="require `Authorization: Bearer KEY` on every request (else 401); default: "
+                            "$AGENTRM_API_KEY if set, else no key. The variable keeps the key out of `ps`")
     serve.set_defaults(func=_cmd_serve)
 
     play = subparsers.add_parser(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -11,7 +13,8 @@ import pytest
 
 from agentrm_jax.agents.policies import JaxPolicy, OpenAIPolicy
 from agentrm_jax.agents.prompts import build_messages, parse_step
-from agentrm_jax.agents.server import RequestError, parse_request, start_server, stop_server
+from agentrm_jax.agents.server import (MAX_BODY, RequestError, completion_chunks, parse_request, start_server,
+                                      stop_server)
 from agentrm_jax.agents.trajectory import Step, Trajectory
 
 MESSAGES = [{"role": "system", "content": "s"}, {"role": "user", "content": "go"}]
@@ -48,6 +51,11 @@ def test_parse_request_defaults_and_values():
     ({"messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
     ({"messages": MESSAGES, "stop": [1]}, "stop"),
     ({"messages": MESSAGES, "seed": "x"}, "seed"),
+    ({"messages": [{"role": "user", "content": "a\ud800b"}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]}, "messages[0].content"),
+    ({"messages": MESSAGES, "stop": ["ok", "\ud800"]}, "stop"),
+    ({"messages": MESSAGES, "stream": "yes"}, "stream"),
+    ({"messages": MESSAGES, "stream": True, "stream_options": {"include_usage": 1}}, "stream_options"),
 ])
 def test_parse_request_names_the_bad_field(body, param):
     with pytest.raises(RequestError) as err:
@@ -167,6 +175,221 @@ def test_openai_policy_against_the_tiny_server(tiny_server):
     contexts = [MESSAGES, MESSAGES + [{"role": "assistant", "content": "Action: x"}, {"role": "user", "content": "o"}]]
     assert remote.sample(contexts, n=2) == local.sample(contexts, n=2)
     assert parse_step(remote.sample(contexts[:1])[0][0]) == ("go", "move east")
+
+
+# ------------------------------------------------------------------------ hostile bodies, stalls, limits
+
+def _raw(server, data: bytes, *, wait: float = 10.0) -> tuple[bytes, float]:
+    """Send raw bytes, then read until the server closes (at most `wait` s): (everything read, seconds taken)."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=wait) as sock:
+        sock.sendall(data)
+        got = b""
+        try:
+            while piece := sock.recv(65536):
+                got += piece
+        except TimeoutError:
+            pass
+    return got, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("raw", [b"[" * 200_000, b'{"messages": ' + b"[" * 200_000, b'{"a": ' * 100_000],
+                         ids=["arrays", "in-messages", "objects"])
+def test_deeply_nested_json_gets_a_400(tiny_server, raw):
+    server, _ = tiny_server
+    status, out = _call(server, "POST", "/v1/chat/completions", raw=raw)
+    assert status == 400 and "nested too deeply" in out["error"]["message"]
+    assert _call(server, "GET", "/v1/models")[0] == 200
+
+
+def test_lone_surrogate_gets_a_400_naming_the_field(tiny_server):
+    server, _ = tiny_server
+    raw = b'{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "go \\ud800 east"}]}'
+    status, out = _call(server, "POST", "/v1/chat/completions", raw=raw)
+    assert status == 400 and out["error"]["param"] == "messages[1].content"
+    assert "messages[1].content" in out["error"]["message"] and "surrogate" in out["error"]["message"]
+
+
+def test_body_limits_get_413_and_411(tiny_server):
+    server, _ = tiny_server
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    got, _ = _raw(server, head + b"Content-Length: %d\r\n\r\n" % (MAX_BODY + 1))
+    assert got.startswith(b"HTTP/1.1 413") and b"at most" in got
+    got, _ = _raw(server, head + b"\r\n")
+    assert got.startswith(b"HTTP/1.1 411") and b"Content-Length" in got
+
+
+@pytest.fixture(scope="module")
+def impatient_server(tiny_server):
+    """The tiny model again, with a 0.5 s read timeout."""
+    server, thread = start_server(tiny_server[1], WordTokenizer(), "127.0.0.1", 0, read_timeout=0.5)
+    yield server
+    stop_server(server, thread)
+
+
+def test_a_stalled_client_is_answered_and_dropped_within_the_read_timeout(impatient_server):
+    server = impatient_server
+    stalls = {
+        "body": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+        "headers": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le",
+        "idle": b"",
+    }
+    results = {}
+
+    def stall(name):
+        results[name] = _raw(server, stalls[name], wait=10)
+
+    threads = [threading.Thread(target=stall, args=(name,)) for name in stalls]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    assert _call(server, "GET", "/v1/models")[0] == 200  # served while three clients stall
+    for t in threads:
+        t.join(15)
+    assert set(results) == set(stalls)
+    got, took = results["body"]
+    assert got.startswith(b"HTTP/1.1 408") and b"0.5 s" in got and took < 5  # answered, then closed
+    for name in ("headers", "idle"):
+        got, took = results[name]
+        assert got == b"" and took < 5  # closed without an answer: the thread is free again
+    assert _call(server, "GET", "/v1/models")[0] == 200
+
+
+# ---------------------------------------------------------------------------------- API key, streaming
+
+def _openai_client(server, api_key="unused"):
+    import httpx
+    import openai
+
+    return openai.OpenAI(base_url=server.url, api_key=api_key, max_retries=0, timeout=60,
+                         http_client=httpx.Client(trust_env=False, timeout=60))
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_server):
+    server, thread = start_server(tiny_server[1], WordTokenizer(), "127.0.0.1", 0, model_name="tiny",
+                                  api_key="sk-test-key-123")
+    yield server
+    stop_server(server, thread)
+
+
+def test_api_key_is_checked_on_every_request(keyed_server):
+    import openai
+
+    server = keyed_server
+    good = _openai_client(server, "sk-test-key-123")
+    assert [m.id for m in good.models.list().data] == ["tiny"]
+    out = good.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=5, temperature=0)
+    assert out.choices[0].finish_reason == "length"
+    for key in ("sk-test-key-12", "sk-test-key-1234", "wrong"):
+        bad = _openai_client(server, key)
+        with pytest.raises(openai.AuthenticationError) as err:
+            bad.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=5)
+        assert err.value.status_code == 401 and "sk-test-key-123" not in str(err.value)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+    for path in ("/v1/models", "/health"):  # no Authorization header at all
+        status, out = _call(server, "GET", path)
+        assert status == 401 and out["error"]["code"] == "invalid_api_key" and "API key" in out["error"]["message"]
+    # the connection survives a 401 (its body was read), so a keep-alive client can go on
+    assert [m.id for m in good.models.list().data] == ["tiny"]
+
+
+def test_authorized_compares_the_bearer_token():
+    from agentrm_jax.agents.server import ChatServer
+
+    fake = ChatServer.__new__(ChatServer)  # only the key matters here; no socket, no model
+    fake._key = b"k3y"
+    assert fake.authorized("Bearer k3y") and fake.authorized("bearer  k3y ")
+    for header in (None, "", "k3y", "Basic k3y", "Bearer k3", "Bearer k3yy", "Bearer \xe9"):
+        assert not fake.authorized(header)
+    fake._key = None
+    assert fake.authorized(None)
+
+
+def test_completion_chunks_shape():
+    response = {"id": "c1", "object": "chat.completion", "created": 5, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"},
+                            {"index": 1, "message": {"role": "assistant", "content": ""},
+                             "finish_reason": "length"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+    chunks = completion_chunks(response)
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == "c1" and "usage" not in c for c in chunks)
+    deltas = [(c["choices"][0]["index"], c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) for c in chunks]
+    assert deltas == [(0, {"role": "assistant", "content": ""}, None), (0, {"content": "hi"}, None), (0, {}, "stop"),
+                      (1, {"role": "assistant", "content": ""}, None), (1, {}, "length")]
+    with_usage = completion_chunks(response, include_usage=True)
+    assert with_usage[-1]["choices"] == [] and with_usage[-1]["usage"] == response["usage"]
+    assert all(c["usage"] is None for c in with_usage[:-1])
+
+
+def test_streaming_with_the_openai_client_equals_the_plain_answer(tiny_server):
+    server, _ = tiny_server
+    client = _openai_client(server)
+    request = {"model": "tiny", "messages": MESSAGES, "n": 2, "temperature": 0, "max_tokens": 40,
+               "stop": ["\nObservation"], "seed": 7}
+    plain = client.chat.completions.create(**request)
+    texts, finish, roles = {}, {}, {}
+    usage = None
+    for chunk in client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}):
+        assert chunk.object == "chat.completion.chunk" and chunk.id.startswith("chatcmpl-")
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+            roles.setdefault(c.index, c.delta.role)
+            if c.finish_reason is not None:
+                finish[c.index] = c.finish_reason
+    assert texts == {c.index: c.message.content for c in plain.choices}
+    assert texts[0] == "Thought: go\nAction: move east"
+    assert finish == {c.index: c.finish_reason for c in plain.choices} == {0: "stop", 1: "stop"}
+    assert roles == {0: "assistant", 1: "assistant"}
+    assert usage.completion_tokens == plain.usage.completion_tokens
+
+
+def test_stream_is_server_sent_events_ending_with_done(tiny_server):
+    server, _ = tiny_server
+    req = urllib.request.Request(f"{server.url}/chat/completions", method="POST",
+                                 data=json.dumps({"messages": MESSAGES, "max_tokens": 5, "stream": True}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+        events = resp.read().decode().split("\n\n")
+    assert events[-1] == "" and events[-2] == "data: [DONE]"
+    chunks = [json.loads(e[len("data: "):]) for e in events[:-2]]
+    assert all(e.startswith("data: {") for e in events[:-2])
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    # bad requests are still plain JSON errors
+    assert _call(server, "POST", "/v1/chat/completions", {"messages": [], "stream": True})[0] == 400
+
+
+def test_serve_reads_the_api_key_option_or_environment(monkeypatch):
+    import agentrm_jax.agents.server as server_module
+    import agentrm_jax.models as models
+    from agentrm_jax.cli import build_parser
+
+    seen = []
+
+    class FakeServer:
+        url = "http://127.0.0.1:1/v1"
+
+    def fake_start(model, tokenizer, host, port, **kwargs):
+        seen.append(kwargs["api_key"])
+        return FakeServer(), threading.Thread(target=lambda: None)  # never started: serve returns at once
+
+    monkeypatch.setattr(server_module, "start_server", fake_start)
+    monkeypatch.setattr(server_module, "stop_server", lambda server, thread: None)
+    monkeypatch.setattr(models, "from_pretrained", lambda path, dtype: (None, None))
+    parser = build_parser()
+    monkeypatch.delenv("AGENTRM_API_KEY", raising=False)
+    for argv in (["serve"], ["serve", "--api-key", "opt-key"]):
+        args = parser.parse_args(argv + ["--model", "m.gguf"])
+        assert args.func(args) == 0
+    monkeypatch.setenv("AGENTRM_API_KEY", "env-key")
+    args = parser.parse_args(["serve", "--model", "m.gguf"])
+    assert args.func(args) == 0
+    assert seen == [None, "opt-key", "env-key"]
 
 
 # -------------------------------------------------------------------------------------- real model
