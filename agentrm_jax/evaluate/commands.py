@@ -106,7 +106,7 @@ def register(subparsers) -> None:
         "report", help="markdown table and scaling plots from eval rows",
         description="Summarise an `agentrm eval` JSONL: a markdown table (rows: methods with their sizes, plus "
                     "random pick and pass@N from the Best-of-N samples; columns: envs, held-in then held-out, "
-                    "then averages; cells: success rate with a 95%% Wilson interval and mean progress with a 95%% "
+                    "then averages; cells: success rate with a 95% Wilson interval and mean progress with a 95% "
                     "t interval over task seeds) written to DIR/results.md and printed, and PNG plots of success "
                     "vs N (Best-of-N) and vs beam width, per env (DIR/scaling_<env>.png) and averaged "
                     "(DIR/scaling_mean.png).")
