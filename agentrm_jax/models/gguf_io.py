@@ -9,17 +9,13 @@ After `read_gguf` a GGUF checkpoint looks exactly like a safetensors one, so
     every shape is checked against the config before anything is dequantized;
   * RoPE: llama.cpp's converter interleaves the two rotary halves of every q/k
     head; we permute those rows back so the half-split RoPE in `llama.py` applies.
-It also turns the file's tokenizer into a transformers tokenizer, once, and caches it.
+The tokenizer is rebuilt from the same file by `gguf_tokenizer.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +243,33 @@ def _metadata(reader) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- reading
 
+_GGUF_MAGIC = b"GGUF"
+
+
+def open_gguf(path: str | os.PathLike):
+    """A `gguf.GGUFReader` over `path`, or one clear error naming the file and what is wrong with it.
+
+    Checks the magic bytes first (a renamed safetensors or HTML page is "not a GGUF
+    file"), and turns the reader's low-level failures on a truncated or damaged file
+    (reshape / struct / index errors) into a ValueError that says so.
+    """
+    from gguf import GGUFReader
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such GGUF file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != _GGUF_MAGIC:
+        raise ValueError(f"{path}: not a GGUF file (it starts with {head!r}, a GGUF starts with {_GGUF_MAGIC!r}); "
+                         "pass a .gguf file from llama.cpp or an HF directory with config.json + *.safetensors")
+    try:
+        return GGUFReader(str(path))
+    except (ValueError, IndexError, KeyError, OSError, OverflowError, UnicodeDecodeError) as e:
+        size = path.stat().st_size
+        raise ValueError(f"{path}: the GGUF file is truncated or damaged ({size:,} bytes; the reader failed "
+                         f"with: {str(e)[:160]}); download or copy it again") from None
+
 def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
     """Reads, checks, dequantizes and renames every tensor of a llama GGUF file.
 
@@ -255,13 +278,9 @@ def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
     Raises ValueError naming the field or tensor for anything a LlamaForCausalLM
     cannot hold; nothing is dequantized before every shape has been checked.
     """
-    from gguf import GGUFReader
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such GGUF file")
     source = str(path)
-    reader = GGUFReader(str(path))
+    reader = open_gguf(path)
     names = [t.name for t in reader.tensors]
     config = hf_config_from_metadata(_metadata(reader), set(names), source=source)
     _check_names(names, config["num_hidden_layers"], source)
@@ -289,70 +308,3 @@ def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
         tensors[name] = array
     return GGUFCheckpoint(hf_config=config, tensors=tensors)
 
-
-# ---------------------------------------------------------------- tokenizer
-
-def default_cache_dir() -> Path:
-    """$AGENTRM_CACHE, else ~/.cache/agentrm_jax."""
-    return Path(os.environ.get("AGENTRM_CACHE") or Path.home() / ".cache" / "agentrm_jax")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (~0.1 s for the 93 MB bundled file)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def tokenizer_cache_path(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
-    """`<cache_dir>/tokenizers/<sha256 of the file, first 16 hex digits>`."""
-    return Path(cache_dir or default_cache_dir()) / "tokenizers" / file_sha256(path)[:16]
-
-
-def _convert_and_store(path: Path, target: Path) -> None:
-    """Converts the GGUF's tokenizer (slow) and moves a complete copy to `target` atomically."""
-    import transformers
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    try:
-        tokenizer.save_pretrained(str(staging))
-        (staging / _CACHE_MARKER).write_text(json.dumps(
-            {"gguf": str(path), "transformers": transformers.__version__}))
-        if target.exists() and not (target / _CACHE_MARKER).exists():
-            shutil.rmtree(target, ignore_errors=True)  # an incomplete copy left by hand; ours replaces it
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process won the race; its copy is as good as ours
-            if not (target / _CACHE_MARKER).exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def gguf_tokenizer(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
-    """transformers `PreTrainedTokenizerFast` of a GGUF file, chat template included.
-
-    Converting it from the GGUF takes 10-20 s, so the result is saved under
-    `tokenizer_cache_path(path, cache_dir)` (default cache dir: $AGENTRM_CACHE or
-    ~/.cache/agentrm_jax) and later calls load that copy (~0.3 s). The copy is
-    written to a temporary folder and renamed into place, so a killed process
-    never leaves a half-written cache. The pad token falls back to eos when the
-    file names none (pad = eos `<|im_end|>`, id 2, for SmolLM2).
-    """
-    from transformers import AutoTokenizer
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such GGUF file")
-    target = tokenizer_cache_path(path, cache_dir)
-    if not (target / _CACHE_MARKER).exists():
-        _convert_and_store(path, target)
-    tokenizer = AutoTokenizer.from_pretrained(str(target))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer

@@ -197,6 +197,24 @@ def _safetensors_files(directory: Path) -> list[Path]:
     return files
 
 
+def read_config_json(config_file: Path) -> dict[str, Any]:
+    """A model directory's `config.json` as a dict, or one error naming the file, line and column."""
+    if not config_file.exists():
+        raise FileNotFoundError(f"{config_file} is missing; an HF model directory needs config.json")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{config_file}: not a text file (byte {e.start} is not UTF-8); config.json must be "
+                         "the model's JSON config") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_file}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); fix the file or "
+                         "copy the model's config.json again") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file}: holds a JSON {type(config).__name__}, expected an object of config "
+                         "fields")
+    return config
+
+
 def load_model(path: str | os.PathLike, *, dtype="float32", param_dtype=None) -> LlamaForCausalLM:
     """Model only, from an HF directory (config.json + safetensors) or a `.gguf` file."""
     path = Path(path)
@@ -209,10 +227,7 @@ def load_model(path: str | os.PathLike, *, dtype="float32", param_dtype=None) ->
                                      source=str(path))
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a directory with config.json nor a .gguf file")
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{config_file} is missing; an HF model directory needs config.json")
-    config = ModelConfig.from_hf_config(json.loads(config_file.read_text()))
+    config = ModelConfig.from_hf_config(read_config_json(path / "config.json"))
 
     def tensors():
         for f in _safetensors_files(path):
@@ -225,7 +240,7 @@ def load_tokenizer(path: str | os.PathLike) -> Any:
     """The tokenizer of an HF directory or a GGUF file (GGUF: converted once, then cached)."""
     path = Path(path)
     if path.suffix == ".gguf":
-        from agentrm_jax.models.gguf_io import gguf_tokenizer
+        from agentrm_jax.models.gguf_tokenizer import gguf_tokenizer
 
         return gguf_tokenizer(path)
     from transformers import AutoTokenizer

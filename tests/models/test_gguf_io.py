@@ -3,9 +3,6 @@ converter writes them, and the bundled SmolLM2 file against transformers' readin
 
 from __future__ import annotations
 
-import json
-import time
-
 import gguf
 import numpy as np
 import pytest
@@ -14,7 +11,7 @@ from gguf import GGMLQuantizationType as QT
 from agentrm_jax.models import bundled as bundled_module
 from agentrm_jax.models import gguf_io
 from agentrm_jax.models.bundled import bundled_model_path
-from agentrm_jax.models.gguf_io import gguf_tokenizer, permute_rope_rows, read_gguf, unpermute_rope_rows
+from agentrm_jax.models.gguf_io import permute_rope_rows, read_gguf, unpermute_rope_rows
 
 # Prime-ish, non-square sizes so a transposed or mis-split tensor cannot pass a shape check.
 TINY = dict(vocab=67, hidden=64, ffn=96, layers=2, heads=4, kv_heads=2, head_dim=12, theta=50000.0, eps=1e-6,
@@ -265,73 +262,33 @@ def test_bundled_tensors_equal_transformers(bundled_ckpt, bundled_torch):
         assert np.abs(value - theirs[name]).max() < 1e-6, name
 
 
-# ---------------------------------------------------------------- tokenizer cache
+# ---------------------------------------------------------------- damaged model files
 
-class _FakeTokenizer:
-    """Stands in for transformers' tokenizer so the cache mechanics run in milliseconds."""
-
-    pad_token_id = 2
-    fail_on_save = False
-
-    def save_pretrained(self, folder):
-        if self.fail_on_save:
-            raise KeyboardInterrupt("killed while saving")
-        with open(f"{folder}/tokenizer_config.json", "w") as f:
-            json.dump({}, f)
+def test_a_file_that_is_not_gguf_is_named(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b'{"__metadata__": {}}' + bytes(64))  # e.g. a safetensors file renamed
+    with pytest.raises(ValueError, match=r"model\.gguf: not a GGUF file \(it starts with b'\{\"__'"):
+        read_gguf(path)
 
 
-def test_tokenizer_cache_is_atomic_and_reused(tmp_path, monkeypatch):
-    import transformers
-
-    calls = []
-
-    def fake_from_pretrained(name, gguf_file=None):
-        calls.append(gguf_file)
-        return _FakeTokenizer()
-
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_from_pretrained)
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"not really a gguf")
-    cache = tmp_path / "cache"
-    target = gguf_io.tokenizer_cache_path(model, cache)
-    assert target.parent == cache / "tokenizers" and len(target.name) == 16
-
-    monkeypatch.setattr(_FakeTokenizer, "fail_on_save", True)  # a process killed mid-save leaves nothing
-    with pytest.raises(KeyboardInterrupt):
-        gguf_tokenizer(model, cache_dir=cache)
-    assert not target.exists() and not list((cache / "tokenizers").iterdir())
-
-    monkeypatch.setattr(_FakeTokenizer, "fail_on_save", False)
-    target.mkdir(parents=True)  # an incomplete copy (no marker) is replaced
-    gguf_tokenizer(model, cache_dir=cache)
-    gguf_tokenizer(model, cache_dir=cache)
-    assert calls == ["m.gguf", "m.gguf", None, None]  # converted again after the crash, then cached
-    assert (target / "agentrm_source.json").exists() and [p.name for p in target.parent.iterdir()] == [target.name]
-    monkeypatch.setenv("AGENTRM_CACHE", str(tmp_path / "env"))
-    assert gguf_io.tokenizer_cache_path(model).parent == tmp_path / "env" / "tokenizers"
+@pytest.mark.parametrize("keep", [0.02, 0.5, 0.99])
+def test_a_truncated_gguf_is_named(tmp_path, keep):
+    path = write_gguf(tmp_path / "whole.gguf", random_llama())
+    data = path.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(ValueError, match=r"cut\.gguf: the GGUF file is truncated or damaged \([\d,]+ bytes"):
+        read_gguf(cut)
 
 
-@pytest.mark.real_model
-def test_bundled_tokenizer_is_cached_and_identical(tmp_path):
-    from transformers import PreTrainedTokenizerFast
+def test_a_malformed_config_json_is_named_with_line_and_column(tmp_path):
+    from agentrm_jax.cli import main
+    from agentrm_jax.models.loading import load_model
 
-    path = bundled_model_path()
-    chat = [{"role": "user", "content": "Stack the red block on the blue one.  Then say «done» 😀\n\tok?"}]
-    t0 = time.perf_counter()
-    first = gguf_tokenizer(path, cache_dir=tmp_path)
-    cold = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    second = gguf_tokenizer(path, cache_dir=tmp_path)
-    warm = time.perf_counter() - t0
-    assert warm < 3.0, (cold, warm)  # the 10-20 s conversion is not repeated
-    assert isinstance(second, PreTrainedTokenizerFast)
-    assert second.chat_template == gguf.GGUFReader(str(path)).fields["tokenizer.chat_template"].contents()
-    text = second.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    assert text == first.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    # SmolLM2's template adds its default system prompt when the chat has none
-    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_end|>\n<|im_start|>assistant\n")
-    ids = second(text)["input_ids"]
-    assert ids == first(text)["input_ids"] and ids[0] == 1  # <|im_start|>, no extra BOS
-    assert list(second.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]) == ids
-    assert second.decode(ids) == text
-    assert (second.eos_token, second.eos_token_id, second.pad_token_id) == ("<|im_end|>", 2, 2)
+    (tmp_path / "config.json").write_text('{\n  "hidden_size": 64,\n  "num_layers": ,\n}')
+    with pytest.raises(ValueError, match=r"config\.json:3:17: not valid JSON \(Expecting value\)"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"config\.json: holds a JSON list, expected an object"):
+        load_model(tmp_path)
+    assert main(["generate", "--prompt", "hi", "--model", str(tmp_path)]) == 2  # one line, no traceback
