@@ -1,4 +1,10 @@
-"""Explicit reward model (AgentRM's best): a value head regressed on MCTS values at step ends.
+"""Explicit reward model (AgentRM's best): a value head regressed on MCTS values of states.
+
+A state is a (prefix) trajectory; its value is read at its last token, after
+its last observation. Training reads its targets there (`training.data`) and
+so does scoring (`rewards.scoring.ExplicitRM`): a trajectory's score at its
+last token, step i's score at `prefix_ends[i]`, the last token of the first
+i + 1 steps' rendering, so a step's score is the score of that prefix.
 
 Pure functions over the per-token values of a `ValueModel`:
 

@@ -5,6 +5,14 @@ Every reward model answers
     score(trajectories) -> float32 [N]             one scalar per trajectory
     score_steps(trajectories) -> list of [S_i]     one scalar per step (NaN: step cut by max_length)
 
+What a step score is depends on the kind: an explicit RM reads step i at
+`prefix_ends[i]`, the last token of the rendering of the first i + 1 steps
+(after step i's observation), which is where the score of `t.prefix(i + 1)`
+scored as a whole trajectory is read and where training reads its targets
+(`training.data`): step scores equal prefix scores, and the last step's score
+equals the trajectory's. An implicit PRM sums its token rewards over step i's
+own tokens (`step_starts[i]..step_ends[i]`).
+
 `BatchedScorer` renders trajectories (`agents.trajectory.render_for_rm`), sorts
 them by length, cuts them into batches, pads each batch to a bucketed shape
 (batch: a power of two up to batch_size; length: `models.buckets.bucket_length`,
@@ -55,7 +63,9 @@ class ScoringConfig:
 
     batch_size: most trajectories per forward pass.
     max_length: token budget per trajectory; longer ones keep the instruction
-      and their most recent steps (see `render_for_rm`), with a warning. None = no limit.
+      and their most recent steps, or only their last max_length tokens when
+      the instruction and the last step alone do not fit (see `render_for_rm`),
+      with a warning. None = no limit.
     min_length_bucket: the smallest padded length (lengths are bucketed by
             `models.buckets.bucket_length`: powers of two, quarter octaves above 256).
     progress: show a progress bar over batches.
@@ -86,14 +96,15 @@ def pad_batch(rendered: Sequence[RenderedTrajectory], *, batch: int, length: int
     """Right-padded host arrays for one batch.
 
     input_ids, attention_mask, agent_mask: [batch, length]; step_starts,
-    step_ends: [batch, steps] (-1 = none); last_index: [batch]. Filler rows
-    hold one real token so no row is fully masked.
+    step_ends, prefix_ends: [batch, steps] (-1 = none); last_index: [batch].
+    Filler rows hold one real token so no row is fully masked.
     """
     ids = np.zeros((batch, length), np.int32)
     mask = np.zeros((batch, length), bool)
     agent = np.zeros((batch, length), bool)
     starts = np.full((batch, steps), -1, np.int32)
     ends = np.full((batch, steps), -1, np.int32)
+    prefix_ends = np.full((batch, steps), -1, np.int32)
     last = np.zeros((batch,), np.int32)
     mask[:, 0] = True
     for row, r in enumerate(rendered):
@@ -103,16 +114,18 @@ def pad_batch(rendered: Sequence[RenderedTrajectory], *, batch: int, length: int
         agent[row, :n] = r.agent_mask
         starts[row, :s] = r.step_starts
         ends[row, :s] = r.step_ends
+        prefix_ends[row, :s] = r.prefix_ends
         last[row] = n - 1
     return {"input_ids": ids, "attention_mask": mask, "agent_mask": agent, "step_starts": starts,
-            "step_ends": ends, "last_index": last}
+            "step_ends": ends, "prefix_ends": prefix_ends, "last_index": last}
 
 
 class BatchedScorer:
     """Renders, sorts, buckets, pads and runs a jitted `fn(arrays) -> (scores [B], step_scores [B, S])`.
 
     `fn` receives the dict of `pad_batch` as device arrays and must be
-    row-independent. Results come back in input order as float32 numpy.
+    row-independent. Results come back in input order as float32 numpy; a
+    step is NaN where its `steps_at` index (a `RenderedTrajectory` field) is -1.
     """
 
     def __init__(self, tokenizer, config: ScoringConfig = ScoringConfig()):
@@ -124,8 +137,8 @@ class BatchedScorer:
     def render(self, trajectories: Sequence[Trajectory]) -> list[RenderedTrajectory]:
         return render_batch_for_rm(trajectories, self.tokenizer, max_length=self.config.max_length)
 
-    def run(self, trajectories: Sequence[Trajectory], fn: Callable[[dict], tuple[jax.Array, jax.Array]]
-            ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def run(self, trajectories: Sequence[Trajectory], fn: Callable[[dict], tuple[jax.Array, jax.Array]], *,
+            steps_at: str = "step_ends") -> tuple[np.ndarray, list[np.ndarray]]:
         if isinstance(trajectories, Trajectory):
             raise TypeError("pass a list of trajectories (got a single Trajectory)")
         trajectories = list(trajectories)
@@ -152,7 +165,7 @@ class BatchedScorer:
                 scores[i] = batch_scores[row]
                 s = rendered[i].step_ends.shape[0]
                 steps = np.asarray(batch_steps[row, :s], np.float32).copy()
-                steps[rendered[i].step_ends < 0] = np.nan
+                steps[getattr(rendered[i], steps_at) < 0] = np.nan
                 per_step[i] = steps
         return scores, per_step
 
@@ -166,12 +179,13 @@ def _explicit_batch(graphdef, state, arrays, loss: str):
     values = model(arrays["input_ids"], arrays["attention_mask"])
     transform = score_transform(loss)
     traj = jnp.take_along_axis(values, arrays["last_index"][:, None], axis=-1)[:, 0]
-    steps = gather_positions(values, arrays["step_ends"])
+    steps = gather_positions(values, arrays["prefix_ends"])
     return transform(traj), transform(steps)
 
 
 class ExplicitRM:
-    """A value head on a backbone: trajectory score = head at the last token, step score = head at the step end.
+    """A value head on a backbone: a trajectory's score is the head at its last token, step i's score the head
+    at `prefix_ends[i]` (after step i's observation), so it equals the score of the prefix `t.prefix(i + 1)`.
 
     loss: what the head was trained with, "mse" (scores are the raw output)
       or "bce" (scores are sigmoid(output)).
@@ -189,7 +203,8 @@ class ExplicitRM:
     def score_with_steps(self, trajectories: Sequence[Trajectory]) -> tuple[np.ndarray, list[np.ndarray]]:
         """(scores [N], step scores per trajectory) in one pass."""
         graphdef, state = nnx.split(self.model)  # picks up weights changed since construction
-        return self.scorer.run(trajectories, lambda a: _explicit_batch(graphdef, state, a, self.loss))
+        return self.scorer.run(trajectories, lambda a: _explicit_batch(graphdef, state, a, self.loss),
+                               steps_at="prefix_ends")
 
     def score(self, trajectories: Sequence[Trajectory]) -> np.ndarray:
         return self.score_with_steps(trajectories)[0]
