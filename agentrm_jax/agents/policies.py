@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -155,8 +156,11 @@ class JaxPolicy:
 # ---------------------------------------------------------------------------------------- OpenAI
 
 
-class PolicyServerError(RuntimeError):
-    """The policy server could not be reached, timed out, or answered with an error."""
+class PolicyServerError(RuntimeError, ValueError):
+    """The policy server could not be reached, timed out, or answered with an error.
+
+    Also a ValueError, so the `agentrm` CLI prints it as one line (the URL, what failed, how long it tried).
+    """
 
 
 class OpenAIPolicy:
@@ -168,17 +172,26 @@ class OpenAIPolicy:
     it is read per request and masked out of every error message.
     Connection errors, timeouts, 429 and 5xx are retried `max_retries` times
     with exponential backoff (backoff, 2*backoff, ...); other 4xx fail at once.
+    timeout: seconds one attempt may wait on the socket (to connect, or for
+      each read of the answer).
+    deadline_s: seconds one request may take in all, attempts, retries and
+      backoff included (default 180 s); no retry starts after it, and the last
+      attempt's timeout is cut to what is left. A request that fails raises one
+      PolicyServerError naming the URL, the last failure (connection refused,
+      timed out, HTTP status with a body excerpt), the attempts and the time.
     `n` goes into one request; a server that returns fewer choices is asked
     again, one sample per request, for the rest.
     """
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60,
-                 max_retries: int = 3, backoff: float = 0.5, max_tokens: int = 96, top_p: float | None = None,
-                 stop: Sequence[str] = STOP_STRINGS):
+                 max_retries: int = 3, backoff: float = 0.5, deadline_s: float = 180.0, max_tokens: int = 96,
+                 top_p: float | None = None, stop: Sequence[str] = STOP_STRINGS):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if not (timeout > 0 and deadline_s > 0):
+            raise ValueError(f"timeout and deadline_s must be positive seconds, got {timeout!r} and {deadline_s!r}")
         self.base_url = base_url.rstrip("/")
         self.url = self._endpoint(self.base_url, "chat/completions")
         self.model = model
@@ -186,6 +199,7 @@ class OpenAIPolicy:
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.backoff = float(backoff)
+        self.deadline_s = float(deadline_s)
         self.max_tokens = int(max_tokens)
         self.top_p = top_p
         self.stop = list(stop)
@@ -193,7 +207,7 @@ class OpenAIPolicy:
 
     def __repr__(self) -> str:
         return (f"OpenAIPolicy(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
-                f"timeout={self.timeout}, max_retries={self.max_retries})")
+                f"timeout={self.timeout}, max_retries={self.max_retries}, deadline_s={self.deadline_s})")
 
     @staticmethod
     def _endpoint(base: str, what: str) -> str:
@@ -211,22 +225,38 @@ class OpenAIPolicy:
         key = self._key()
         return text.replace(key, "***") if key else text
 
+    def _attempt(self, req: urllib.request.Request, timeout: float, end: float) -> bytes:
+        """The body of one answered attempt; a timeout also once the answer's reads pass `end`."""
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            pieces = []
+            while piece := resp.read(1 << 16):
+                pieces.append(piece)
+                if time.monotonic() > end:  # a server trickling its answer does not stretch the deadline
+                    raise TimeoutError
+            return b"".join(pieces)
+
     def _request(self, method: str, url: str, payload: dict | None = None) -> dict:
         data = None if payload is None else json.dumps(payload).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         key = self._key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        attempts = self.max_retries + 1
-        last = ""
-        for attempt in range(attempts):
+        start = time.monotonic()
+        end = start + self.deadline_s
+        attempt, last, out_of_time = 0, "", False
+        while attempt <= self.max_retries:
             if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                pause = self.backoff * 2 ** (attempt - 1)
+                if time.monotonic() + pause >= end:
+                    out_of_time = True
+                    break
+                time.sleep(pause)
+            attempt += 1
             self.stats.attempts += 1
+            wait = max(min(self.timeout, end - time.monotonic()), 0.001)
             req = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    body = resp.read()
+                body = self._attempt(req, wait, end)
             except urllib.error.HTTPError as e:
                 try:
                     excerpt = e.read(500).decode("utf-8", "replace")
@@ -237,25 +267,35 @@ class OpenAIPolicy:
                     continue
                 raise PolicyServerError(self._mask(last)) from None
             except (TimeoutError, socket.timeout):
-                last = f"{method} {url} timed out after {self.timeout:g} s"
+                last = f"{method} {url} timed out after {wait:.3g} s"
                 continue
             except urllib.error.URLError as e:
-                if isinstance(e.reason, (TimeoutError, socket.timeout)):
-                    last = f"{method} {url} timed out after {self.timeout:g} s"
-                else:
-                    last = f"{url} is unreachable ({e.reason})"
+                last = self._unreachable(method, url, e.reason, wait)
                 continue
-            except (ConnectionError, OSError) as e:  # reset/aborted mid-response
-                last = f"{url} is unreachable ({type(e).__name__}: {e})"
+            except (OSError, http.client.HTTPException) as e:  # reset mid-answer, a broken or non-HTTP answer
+                last = self._unreachable(method, url, e, wait)
                 continue
             self.stats.requests += 1
             try:
                 return json.loads(body)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 raise PolicyServerError(self._mask(
                     f"{method} {url} returned invalid JSON: {body[:200].decode('utf-8', 'replace')!r}")) from None
-        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
-        raise PolicyServerError(self._mask(f"{last} ({tries}, {self.max_retries} retries)"))
+        out_of_time = out_of_time or time.monotonic() >= end
+        why = (f"deadline_s={self.deadline_s:g} reached" if out_of_time
+               else f"gave up after {self.max_retries} retr{'y' if self.max_retries == 1 else 'ies'}")
+        tried = f"{attempt} attempt{'s' if attempt > 1 else ''} in {time.monotonic() - start:.1f} s"
+        raise PolicyServerError(self._mask(f"{last} ({tried}; {why})"))
+
+    @staticmethod
+    def _unreachable(method: str, url: str, reason, wait: float) -> str:
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            return f"{method} {url} timed out after {wait:.3g} s"
+        if isinstance(reason, ConnectionRefusedError):
+            return f"{url} is unreachable (connection refused: is the server running?)"
+        if isinstance(reason, (ConnectionError, http.client.HTTPException)):  # reset, closed, not HTTP
+            return f"{url} is unreachable ({type(reason).__name__}: {reason})"
+        return f"{url} is unreachable ({reason})"
 
     def models(self) -> list[str]:
         """Model ids the server lists at GET /v1/models."""

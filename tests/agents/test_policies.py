@@ -328,6 +328,65 @@ def test_openai_policy_unreachable_url(monkeypatch):
     assert "sk-down-secret" not in str(err.value) and "sk-down-secret" not in repr(policy)
 
 
+def _closed_port() -> int:
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_openai_policy_closed_port_fails_fast_naming_the_url():
+    port = _closed_port()
+    policy = OpenAIPolicy(f"http://127.0.0.1:{port}/v1", "m")  # the default retries, backoff and deadline
+    t0 = time.monotonic()
+    with pytest.raises(PolicyServerError) as err:
+        policy.sample([CTX0])
+    took = time.monotonic() - t0
+    message = str(err.value)
+    assert took < 10 and f"http://127.0.0.1:{port}/v1/chat/completions" in message
+    assert "connection refused" in message and "4 attempts in" in message and "gave up after 3 retries" in message
+    assert isinstance(err.value, ValueError)  # what `agentrm` prints as one line
+
+
+@pytest.fixture()
+def silent_port():
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
+
+
+def test_openai_policy_silent_server_fails_within_the_deadline(silent_port):
+    url = f"http://127.0.0.1:{silent_port}/v1"
+    policy = OpenAIPolicy(url, "m", timeout=30, max_retries=5, backoff=0.01, deadline_s=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(PolicyServerError, match="timed out") as err:
+        policy.sample([CTX0])
+    assert time.monotonic() - t0 < 3  # not 6 x 30 s
+    assert f"{url}/chat/completions" in str(err.value) and "deadline_s=1 reached" in str(err.value)
+    # a backoff longer than what is left is not slept: one attempt, then the error
+    policy = OpenAIPolicy(url, "m", timeout=0.3, max_retries=3, backoff=5, deadline_s=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(PolicyServerError, match=r"timed out after 0.3 s \(1 attempt in 0.\d s; deadline_s=1"):
+        policy.models()
+    assert time.monotonic() - t0 < 1.5 and policy.stats.attempts == 1
+
+
+def test_openai_policy_rejects_bad_deadline():
+    with pytest.raises(ValueError, match="deadline_s"):
+        OpenAIPolicy("http://127.0.0.1:1/v1", "m", deadline_s=0)
+
+
+def test_agentrm_play_prints_an_unreachable_server_as_one_line(capsys):
+    from agentrm_jax.cli import main
+
+    port = _closed_port()
+    assert main(["play", "--env", "maze", "--policy", f"http://127.0.0.1:{port}/v1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("agentrm play: error: ")
+    assert f"http://127.0.0.1:{port}/v1/models is unreachable (connection refused" in err
+
+
 def test_api_key_never_appears_in_errors(fake_server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-echoed-secret")
     fake_server.mode = "echo_key"  # a server that echoes the Authorization header in its error body
