@@ -24,6 +24,11 @@ Leaves by kind:
 Atomicity: orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it when complete
 (a commit file on object stores), and only completed steps are listed; `cleanup_tmp_directories`
 removes what a killed writer left behind when the next Checkpointer opens the directory.
+
+Damage after the fact (a truncated, missing or garbled file in a completed step: a full disk, a bad
+copy) makes `restore` / `read_meta` raise `CorruptCheckpointError` naming the step and the file, not
+orbax's traceback; `set_aside(step)` renames such a step to `<step>.corrupt`, which orbax no longer
+lists, so rotation and later saves of that step number work as before.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import sys
 from typing import Any, Callable
 
 import jax
@@ -43,6 +50,25 @@ from jax.sharding import NamedSharding, SingleDeviceSharding
 log = logging.getLogger(__name__)
 
 LAYOUT_VERSION = 1
+
+# The JSON items of a step; orbax's JsonCheckpointHandler keeps each in `<step>/<item>/metadata`.
+_JSON_ITEMS = ("layout", "data_state", "meta")
+_JSON_ITEM_FILE = "metadata"
+CORRUPT_SUFFIX = ".corrupt"
+
+
+class CorruptCheckpointError(ValueError):
+    """A completed checkpoint cannot be read: `step`, `file` (relative to the step directory, or "" for
+    the step as a whole) and `reason` say where and why."""
+
+    def __init__(self, directory, step: int, file: str, reason: str):
+        self.directory, self.step, self.file, self.reason = directory, step, file, reason
+        super().__init__(f"checkpoint step {step} in {directory} is damaged: {self.damage}")
+
+    @property
+    def damage(self) -> str:
+        """What is wrong, e.g. "meta/metadata is not valid JSON (...)"."""
+        return f"{self.file} {self.reason}" if self.file else self.reason
 
 
 class Checkpointer:
@@ -108,22 +134,77 @@ class Checkpointer:
         concrete arrays, whose dtype and sharding are used), e.g. the abstract state of the trainer's
         init under the new mesh. Returns (state, data_state, meta). Raises FileNotFoundError when the
         directory holds no such checkpoint, ValueError naming the first mismatched key path when the
-        structures differ.
+        structures differ, CorruptCheckpointError (a ValueError) naming the step and file when a file of
+        the checkpoint is missing, truncated or garbled.
         """
         step = self._resolve(step)
         where = f"checkpoint {self.directory / str(step)}"
-        layout = self._manager.restore(step, args=ocp.args.Composite(layout=ocp.args.JsonRestore())).layout
+        self._check_json_items(step, state=True)
+        layout = self._read(step, layout=ocp.args.JsonRestore()).layout
         abstract, finish = _plan_restore(layout, target, where)
         items = dict(data_state=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
         if abstract:
             items["state"] = ocp.args.StandardRestore(abstract)
-        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        restored = self._read(step, **items)
         return finish(restored.state if abstract else {}), restored.data_state, restored.meta
 
     def read_meta(self, step: int | None = None) -> dict:
-        """The meta JSON of checkpoint `step` (None: the latest)."""
+        """The meta JSON of checkpoint `step` (None: the latest); CorruptCheckpointError if it is damaged."""
         step = self._resolve(step)
-        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        self._check_json_items(step, items=("meta",))
+        return self._read(step, meta=ocp.args.JsonRestore()).meta
+
+    def set_aside(self, step: int) -> epath.Path:
+        """Renames the (damaged) checkpoint `step` to `<step>.corrupt` (`.corrupt.1`, ... if taken) so it
+        is no longer listed, restored or rotated, and returns the new path. Nothing is deleted."""
+        step = self._resolve(step)
+        source = self.directory / str(step)
+        target = self.directory / f"{step}{CORRUPT_SUFFIX}"
+        n = 0
+        while target.exists():
+            n += 1
+            target = self.directory / f"{step}{CORRUPT_SUFFIX}.{n}"
+        _sync_hosts(f"agentrm_set_aside_{step}_before")
+        if jax.process_index() == 0:
+            source.rename(target)
+        _sync_hosts(f"agentrm_set_aside_{step}_after")
+        self._manager.reload()
+        return target
+
+    def _check_json_items(self, step: int, items=_JSON_ITEMS, *, state: bool = False) -> None:
+        """Raises CorruptCheckpointError for a missing or unparsable JSON item of `step` (a truncated
+        file would otherwise surface as a bare `Expecting value: line 1 column 11`)."""
+        step_dir = self.directory / str(step)
+        for item in items:
+            item_dir = step_dir / item
+            if not item_dir.is_dir():
+                raise CorruptCheckpointError(self.directory, step, f"{item}/", "is missing")
+            file = item_dir / _JSON_ITEM_FILE
+            if not file.exists():
+                continue  # another orbax file layout: orbax itself reports what it misses
+            try:
+                json.loads(file.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise CorruptCheckpointError(self.directory, step, f"{item}/{_JSON_ITEM_FILE}",
+                                             f"is not valid JSON ({err}; truncated?)") from None
+        state_meta = step_dir / "state" / "_METADATA"  # the array item's own JSON index
+        if state and state_meta.exists():
+            try:
+                json.loads(state_meta.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise CorruptCheckpointError(self.directory, step, "state/_METADATA",
+                                             f"is not valid JSON ({err}; truncated?)") from None
+
+    def _read(self, step: int, **items):
+        """orbax's restore of `items`, with a damaged file reported as CorruptCheckpointError."""
+        _quiet_closed_loop_noise()
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as err:
+            damage = _describe_damage(str(self.directory / str(step)), err)
+            if damage is None:
+                raise
+            raise CorruptCheckpointError(self.directory, step, *damage) from err
 
     def _resolve(self, step: int | None) -> int:
         steps = self.all_steps()
@@ -144,6 +225,57 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _sync_hosts(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+# tensorstore's status codes for data that is not what its metadata promises
+_DAMAGE_CODES = {"NOT_FOUND": "is missing", "OUT_OF_RANGE": "is truncated", "DATA_LOSS": "is corrupt"}
+
+
+def _describe_damage(step_dir: str, err: Exception) -> tuple[str, str] | None:
+    """(file relative to the step directory, what is wrong with it) when orbax's `err` comes from a
+    damaged file of the step at `step_dir`; None for any other error (it is not ours to reinterpret)."""
+    if isinstance(err, json.JSONDecodeError):
+        return "", f"holds a file that is not valid JSON ({err}; truncated?)"
+    if isinstance(err, KeyError) and "not found in the checkpoint" in str(err):
+        return "", f"lacks an item ({err.args[0] if err.args else err})"
+    text = str(err).split(" [tensorstore_spec=")[0]
+    files = [f for f in re.findall(r'local file "([^"]+)"', text) if not f.endswith("/")]
+    if not (files or isinstance(err, OSError)) or step_dir not in text:
+        return None
+    name = os.path.relpath(files[-1], step_dir) if files else ""
+    code = re.match(r"([A-Z_]+): ", text)
+    code = code.group(1) if code else type(err).__name__
+    reason = _DAMAGE_CODES.get(code, "cannot be read")
+    detail = text.rsplit(": ", 1)[-1]
+    return name, f"{reason} ({code}{': ' + detail if 'local file' not in detail else ''})"
+
+
+_NOISE_FILTER_INSTALLED = False
+
+
+def _quiet_closed_loop_noise() -> None:
+    """When a restore fails on a damaged file, tensorstore's other pending reads call back into the
+    asyncio loop orbax already closed; each prints a 'RuntimeError: Event loop is closed' traceback through
+    sys.unraisablehook. Drop exactly those (every other unraisable goes to the previous hook)."""
+    global _NOISE_FILTER_INSTALLED
+    if _NOISE_FILTER_INSTALLED:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    _NOISE_FILTER_INSTALLED = True
 
 
 def read_meta(directory: str | os.PathLike, step: int | None = None) -> dict:

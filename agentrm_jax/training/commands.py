@@ -27,22 +27,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     try:
-        result = train(config, progress=not args.no_progress)
+        result = train(config, progress=not args.no_progress, overwrite=args.overwrite)
     except NonFiniteError as e:
         print(f"agentrm train: {e}", file=sys.stderr)
         return 3
-    where = f"resumed from step {result.resumed_from}, " if result.resumed_from is not None else ""
-    last = result.losses[max(result.losses)] if result.losses else float("nan")
-    evals = ", ".join(f"{k}={v:.4f}" for k, v in result.eval.items())
-    print(f"train: {where}step {result.step} in {result.out} (last loss {last:.4f}{'; ' + evals if evals else ''}); "
-          f"export with `agentrm export --ckpt {result.out} --out {result.out}/hf`", file=sys.stderr)
+    print(f"train: {summary(result)}; export with `agentrm export --ckpt {result.out} --out {result.out}/hf`",
+          file=sys.stderr)
     return 0
+
+
+def summary(result) -> str:
+    """One line on a finished `train` call: where it started, the last step and its loss, the last eval."""
+    last = "no loss logged" if result.last_loss is None else f"last loss {result.last_loss:.4f}"
+    evals = "".join(f", {k}={v:.4f}" for k, v in result.eval.items())
+    if result.already_complete:
+        return (f"the run in {result.out} was already complete at step {result.step} ({last}{evals}); nothing "
+                "to train (raise --steps to go on, or pass --overwrite to start over)")
+    where = f"resumed from step {result.resumed_from}, " if result.resumed_from is not None else ""
+    return f"{where}step {result.step} in {result.out} ({last}{evals})"
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from agentrm_jax.training.export import export_run
 
-    out = export_run(args.ckpt, args.out, step=args.step)
+    out = export_run(args.ckpt, args.out, step=args.step, overwrite=args.overwrite)
     print(f"export: wrote {out}", file=sys.stderr)
     return 0
 
@@ -74,7 +82,11 @@ def register(subparsers) -> None:
     tr.add_argument("--precision", choices=["float32", "bf16"], help="compute precision (overrides precision)")
     tr.add_argument("--mesh", type=MeshShape.parse,
                     help="device mesh, e.g. data=1,fsdp=8,tensor=1; the product must equal the device count")
-    tr.add_argument("--out", help="run directory; an existing run there is resumed (overrides out)")
+    tr.add_argument("--out", help="run directory; an existing run there is resumed (overrides out); a non-empty "
+                                  "directory that is not a run is refused unless --overwrite")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="start over: delete the run's checkpoints/, metrics.jsonl and train_config.json in --out "
+                         "(other files there are kept) instead of resuming or refusing")
     tr.add_argument("--seed", type=int, help="initialisation and data-order seed (overrides seed)")
     tr.add_argument("--save-every", type=int, help="checkpoint every N steps (overrides save_every)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -87,6 +99,7 @@ def register(subparsers) -> None:
                     "and TRL load, and that `agentrm score --rm DIR` reads back; implicit PRMs become a causal LM "
                     "plus agentrm.json naming the reference model and beta.")
     ex.add_argument("--ckpt", required=True, help="the run directory (or its checkpoints/ folder)")
-    ex.add_argument("--out", required=True, help="output directory")
+    ex.add_argument("--out", required=True, help="output directory (new or empty, unless --overwrite)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --out (never a training run)")
     ex.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     ex.set_defaults(func=_cmd_export)

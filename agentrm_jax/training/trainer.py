@@ -14,9 +14,11 @@ Pieces, each usable alone from JAX code:
 
 The loop (`train`) adds the grain data pipeline, orbax checkpoints (trainable parameters, optimizer
 state, step and data-iterator state; frozen base weights are reloaded from `config.model`),
-`metrics.jsonl`, evaluation (loss, MSE, accuracy, AUROC) and a stop on a non-finite loss or gradient
-that keeps the last good checkpoint. A rerun with the same `out` resumes and, on CPU, reproduces the
-losses of an uninterrupted run bit for bit. The step has no random ops: the data order (seeded, its
+`metrics.jsonl`, `train_config.json` (the run directory's layout: `training.run_dir`), evaluation
+(loss, MSE, accuracy, AUROC) and a stop on a non-finite loss or gradient that keeps the last good
+checkpoint. A rerun with the same `out` resumes from the newest intact checkpoint (a damaged one is set
+aside as `<step>.corrupt`, and said so) and, on CPU, reproduces the losses of an uninterrupted run bit
+for bit. `out` must be new, empty or a run; `overwrite=True` clears the run there and starts afresh. The step has no random ops: the data order (seeded, its
 iterator state checkpointed) is the run's only randomness after initialisation.
 """
 
@@ -24,6 +26,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,16 +47,15 @@ from agentrm_jax.models.sharding import ShardingPlan, param_shardings
 from agentrm_jax.rewards.explicit import bce_with_logits, gather_positions, score_transform
 from agentrm_jax.rewards.heads import HeadConfig, ValueModel
 from agentrm_jax.rewards.implicit import implicit_token_rewards, token_logprobs, trajectory_rewards
-from agentrm_jax.training.checkpoint import Checkpointer
+from agentrm_jax.training.checkpoint import Checkpointer, CorruptCheckpointError
 from agentrm_jax.training.config import TrainConfig
 from agentrm_jax.training.data import TrainBatches, eval_batches, load_examples
 from agentrm_jax.training.mesh import initialize_distributed, training_mesh
+from agentrm_jax.training.run_dir import (CHECKPOINTS, LEGACY_TRAIN_CONFIG_FILE, METRICS_FILE, TRAIN_CONFIG_FILE,
+                                          is_training_run, read_metrics, train_config_file)
 
 __all__ = ["NonFiniteError", "TrainResult", "TrainStep", "build_model", "eval_metrics", "loss_sums",
            "make_optimizer", "resolve_model_path", "train"]
-
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINTS = "checkpoints"
 
 # Fields that may change between a run and its resumption; any other change is refused.
 _RESUMABLE_FIELDS = {"steps", "epochs", "out", "save_every", "keep", "eval_every", "log_every", "eval"}
@@ -374,13 +378,22 @@ def eval_metrics(config: TrainConfig, scores: np.ndarray, batches_targets: np.nd
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a finished run left: its directory, last step, per-step losses of this invocation, last eval."""
+    """What a finished run left: its directory, last step, per-step losses of this invocation, last eval.
+
+    last_loss: the loss of the run's last step, from this invocation or, when it trained no step (the
+    run was already complete), from metrics.jsonl (None if none was logged); eval likewise falls back to
+    the last eval row of metrics.jsonl. notes: what train() said about the run directory on the way
+    (checkpoints set aside, a run cleared by overwrite), also printed to stderr.
+    """
 
     out: Path
     step: int
     losses: dict[int, float]
     eval: dict[str, float]
     resumed_from: int | None
+    last_loss: float | None = None
+    already_complete: bool = False
+    notes: tuple[str, ...] = ()
 
 
 def _total_steps(config: TrainConfig, num_examples: int) -> int:
@@ -394,7 +407,93 @@ def _check_resumable(saved: dict, config: TrainConfig, directory: Path) -> None:
     for key, value in saved.items():
         if key not in _RESUMABLE_FIELDS and current.get(key) != value:
             raise ValueError(f"{directory} holds a run with {key}={value!r}, but this config has "
-                             f"{key}={current.get(key)!r}; resume with the same settings or choose a new --out")
+                             f"{key}={current.get(key)!r}; resume with the same settings, choose a new --out, "
+                             "or pass --overwrite to start that run over")
+
+
+def _listing(path: Path, limit: int = 6) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} entries)" if len(names) > limit else "")
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuses an `out` that is a file, or a non-empty directory that is not a run (unless overwrite).
+    Changes nothing: clearing waits until the config has proved loadable (`_clear_run`)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"TrainConfig.out: {out} is a file, not a run directory; choose a directory (--out)")
+    if overwrite or not out.is_dir() or is_training_run(out) or not any(out.iterdir()):
+        return
+    raise ValueError(f"TrainConfig.out: {out} is not empty and is not a training run (it holds {_listing(out)}); "
+                     f"choose a new or empty --out, or pass --overwrite to train there (that replaces only "
+                     f"{CHECKPOINTS}/, {METRICS_FILE} and {TRAIN_CONFIG_FILE}; other files stay)")
+
+
+def _clear_run(out: Path) -> str | None:
+    """Deletes the run files in `out` (checkpoints/, metrics.jsonl, the train config; nothing else) and
+    says what it removed; None when there was nothing to remove."""
+    if not out.is_dir():
+        return None
+    removed = []
+    legacy = train_config_file(out)
+    names = [CHECKPOINTS, METRICS_FILE, TRAIN_CONFIG_FILE]
+    if legacy is not None and legacy.name == LEGACY_TRAIN_CONFIG_FILE:
+        names.append(LEGACY_TRAIN_CONFIG_FILE)  # only when it is a train config, never a model's config.json
+    for name in names:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name + ("/" if name == CHECKPOINTS else ""))
+    if not removed:
+        return None
+    kept = f"; kept {_listing(out)}" if any(out.iterdir()) else ""
+    return f"--overwrite: removed {', '.join(removed)} from {out} and started afresh{kept}"
+
+
+def _write_train_config(out: Path, config: TrainConfig) -> str | None:
+    """Writes out/train_config.json (atomically); a legacy out/config.json holding the train config is
+    renamed to it first. Returns a note about that rename, else None."""
+    out.mkdir(parents=True, exist_ok=True)
+    note = None
+    legacy = train_config_file(out)
+    if legacy is not None and legacy.name == LEGACY_TRAIN_CONFIG_FILE:
+        os.replace(legacy, out / TRAIN_CONFIG_FILE)
+        note = (f"renamed {legacy} (the train config, under the name of an HF model config) to "
+                f"{out / TRAIN_CONFIG_FILE}")
+    tmp = out / f".{TRAIN_CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+    os.replace(tmp, out / TRAIN_CONFIG_FILE)
+    return note
+
+
+def _restore_newest_intact(checkpointer: Checkpointer, target, config: TrainConfig, out: Path, note):
+    """(step, state, data_state) of the newest checkpoint that reads back whole, or None when there is
+    no checkpoint. Newer damaged ones are set aside (`<step>.corrupt`) and noted; when every checkpoint
+    is damaged nothing is moved and a ValueError says how to go on."""
+    damaged: list[CorruptCheckpointError] = []
+    for step in reversed(checkpointer.all_steps()):
+        try:
+            meta = checkpointer.read_meta(step)
+            _check_resumable(meta.get("config", {}), config, out)
+            state, data_state, _ = checkpointer.restore(step, target)
+        except CorruptCheckpointError as err:
+            damaged.append(err)
+            continue
+        for err in damaged:
+            moved = checkpointer.set_aside(err.step)
+            note(f"skipped damaged checkpoint step {err.step}: {err.damage}; moved it to {moved}; "
+                 f"resuming from step {step}, the newest intact checkpoint")
+        return step, state, data_state
+    if damaged:
+        steps = "; ".join(f"step {err.step}: {err.damage}" for err in damaged)
+        raise ValueError(f"no intact checkpoint in {checkpointer.directory} ({steps}); nothing was changed. "
+                         "Restore the checkpoints from a backup, or rerun with --overwrite to start the run "
+                         "over (it deletes them)")
+    return None
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -445,16 +544,26 @@ def run_eval(step_fn: TrainStep, trainable, examples, config: TrainConfig) -> di
 
 
 def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenizer=None,
-          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, float], None] | None = None, overwrite: bool = False) -> TrainResult:
     """Train (or resume) the run `config` describes; see the module docstring.
 
     backbone / tokenizer: an already loaded LlamaForCausalLM and its tokenizer (tests, notebooks);
     by default both come from `config.model`. on_step(step, loss) is called after every step.
-    Raises NonFiniteError (the last good checkpoint stays the latest) on a NaN / inf loss or gradient.
+    `config.out` must be new, empty or a training run (resumed) unless `overwrite`, which deletes the
+    run's files there (checkpoints/, metrics.jsonl, train_config.json; nothing else) and starts over.
+    Raises NonFiniteError (the last good checkpoint stays the latest) on a NaN / inf loss or gradient,
+    ValueError for an `out` that is not a run, a changed config, or a run whose checkpoints are all damaged.
     """
     initialize_distributed()
     out = Path(config.out)
     mesh = training_mesh(config.mesh)  # checks the device count before anything is loaded
+    _check_out_dir(out, overwrite)
+    notes: list[str] = []
+
+    def note(message: str) -> None:
+        notes.append(message)
+        if jax.process_index() == 0:
+            print(f"train: {message}", file=sys.stderr, flush=True)
     data_config = config.data_config()
     if tokenizer is None:
         from agentrm_jax.models import load_tokenizer
@@ -473,22 +582,30 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
     batches = TrainBatches(train_examples, data_config, process_index=jax.process_index(),
                            process_count=jax.process_count())
 
+    if overwrite:
+        if jax.process_index() == 0 and (cleared := _clear_run(out)):
+            note(cleared)
+        _sync_hosts("agentrm_train_overwrite")
     checkpointer = Checkpointer(out / CHECKPOINTS, keep=config.keep)
     metrics_path = out / METRICS_FILE
     start, resumed_from = 0, None
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        meta = checkpointer.read_meta(latest)
-        _check_resumable(meta.get("config", {}), config, out)
-        state, data_state, _ = checkpointer.restore(latest, {"params": trainable, "opt_state": opt_state})
+    try:
+        restored = _restore_newest_intact(checkpointer, {"params": trainable, "opt_state": opt_state}, config,
+                                          out, note)
+    except BaseException:
+        checkpointer.close()
+        raise
+    if restored is not None:
+        latest, state, data_state = restored
         trainable, opt_state = state["params"], state["opt_state"]
         batches.set_state(data_state)
         start = resumed_from = latest
-        _truncate_metrics(metrics_path, latest)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
-            (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+            _truncate_metrics(metrics_path, latest)
+    if jax.process_index() == 0:
+        if (renamed := _write_train_config(out, config)) is not None:
+            note(renamed)
+        if restored is None:
             metrics_path.write_text("")
 
     def save(step: int):
@@ -540,7 +657,24 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
             bar.close()
         checkpointer.close()
     final = max([start, *losses])
-    return TrainResult(out=out, step=final, losses=losses, eval=last_eval, resumed_from=resumed_from)
+    last_loss = losses[final] if losses else None
+    if not losses or not last_eval:  # nothing (or no eval) this time: what the run logged before
+        rows = [row for row in read_metrics(metrics_path) if row.get("step", 0) <= final]
+        if last_loss is None:
+            last_loss = next((row["loss"] for row in reversed(rows) if "loss" in row), None)
+        if not last_eval and eval_examples:
+            last_eval = next(({k: v for k, v in row.items() if k.startswith("eval_")} for row in reversed(rows)
+                              if "eval_loss" in row), {})
+    return TrainResult(out=out, step=final, losses=losses, eval=last_eval, resumed_from=resumed_from,
+                       last_loss=last_loss, already_complete=not losses and resumed_from is not None,
+                       notes=tuple(notes))
+
+
+def _sync_hosts(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def trained_model(config: TrainConfig, checkpoint_dir: str | Path, *, step: int | None = None, backbone=None):
