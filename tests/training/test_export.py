@@ -65,3 +65,71 @@ def test_exported_classifier_scores_like_the_trained_model_in_transformers(train
 def test_export_of_a_directory_without_checkpoints_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         export_run(tmp_path, tmp_path / "hf")
+
+
+# ------------------------------------------------------------------------- where the export goes
+
+
+def test_export_refuses_an_existing_non_empty_out(trained_run):
+    root, _ = trained_run
+    out = root / "taken"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    with pytest.raises(ValueError) as err:
+        export_run(root / "run", out)
+    message = str(err.value)
+    assert "\n" not in message and str(out) in message and "config.json" in message and "--overwrite" in message
+    assert (out / "config.json").read_text() == "{}"
+
+
+def test_export_never_writes_over_a_training_run(trained_run):
+    root, _ = trained_run
+    with pytest.raises(ValueError, match="is a training run"):
+        export_run(root / "run", root / "run", overwrite=True)
+    assert (root / "run" / "checkpoints").is_dir()
+
+
+def _partials(parent) -> list[str]:
+    return [p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_a_failed_export_leaves_nothing_and_overwrite_replaces_only_when_complete(trained_run, monkeypatch):
+    import agentrm_jax.training.export as export
+
+    root, _ = trained_run
+    real = export.save_value_model
+
+    def fails_midway(model, directory, **kwargs):
+        real(model, directory, **kwargs)  # every file written, then the disk "fills up"
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(export, "save_value_model", fails_midway)
+    with pytest.raises(OSError):
+        export_run(root / "run", root / "new" / "hf")
+    assert not (root / "new").exists()  # neither the export nor the parent it created
+    old = root / "old_hf"
+    old.mkdir()
+    (old / "weights.bin").write_text("previous model")
+    with pytest.raises(OSError):
+        export_run(root / "run", old, overwrite=True)
+    assert [p.name for p in old.iterdir()] == ["weights.bin"] and not _partials(root)
+
+    monkeypatch.setattr(export, "save_value_model", real)
+    out = export_run(root / "run", old, overwrite=True)
+    assert out == old and (old / "config.json").is_file() and not (old / "weights.bin").exists()
+    assert not _partials(root)
+
+
+def test_export_of_a_damaged_checkpoint_names_the_step_and_file(trained_run, tmp_path):
+    import shutil
+
+    from agentrm_jax.training.checkpoint import CorruptCheckpointError
+
+    root, _ = trained_run
+    run = shutil.copytree(root / "run", tmp_path / "run")
+    with open(run / "checkpoints" / "3" / "meta" / "metadata", "r+b") as f:
+        f.truncate(11)
+    with pytest.raises(CorruptCheckpointError) as err:
+        export_run(run, tmp_path / "hf")
+    assert "checkpoint step 3" in str(err.value) and "meta/metadata is not valid JSON" in str(err.value)
+    assert not (tmp_path / "hf").exists()
