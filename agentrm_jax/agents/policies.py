@@ -96,7 +96,13 @@ class JaxPolicy:
     """Our JAX model as a policy (greedy at temperature 0).
 
     Contexts too long for the model are cut by `prompts.shorten_context` (the
-    oldest steps, then the worked example) until the prompt fits.
+    oldest steps, then the worked example) until the prompt fits. Samples use
+    the model's weights as they are at each `sample` call (updates made after
+    construction, adapters added in place included), and a context's samples
+    depend only on (seed, context, sample index), not on the other contexts of
+    the call; a context repeated in one call gets fresh samples (see
+    `sampling.sampler`). `stats.generated_tokens` counts the tokens of each
+    completion up to the newline that ends its action line (or its stop string).
     """
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 96, max_batch: int = 8, top_p: float = 1.0,

@@ -9,14 +9,29 @@ cache is computed once and repeated n times inside the prefill program.
 
 Stop strings are matched on decoded text between decode chunks (a chunk is a
 `while_loop` that runs until every row hit EOS or the chunk's step budget), so a
-string that tokenizes differently in context is still caught; the completion is
-cut before the first stop string.
+string that tokenizes differently in context is still caught. A completion
+ends at the first token whose decoded prefix holds a stop string (the tokens a
+chunk decoded past it are dropped), and its text is cut before that string:
+the result is the same as checking after every token.
+
+Randomness is per prompt, not per batch row: sample j of a prompt draws from
+`fold_in(fold_in(key(seed), hash(prompt ids)), j)`, folded with the step
+number, so its samples depend only on (seed, prompt, j), never on the other
+prompts of the call, the prompt's position, `max_batch` or the padded shapes.
+A prompt that occurs again in the same call continues the sample count (its
+second occurrence draws samples n..2n-1), so repeated prompts still get
+distinct samples: `[p, p]` with n=1 gives what `[p]` with n=2 gives.
+
+The sampler keeps a reference to the model and splits it (`nnx.split`, a few
+ms) at the start of every call, so samples always use the model's current
+weights, in-place updates (an optimizer step, `nnx.update`) included.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from typing import Any, Callable, Sequence
 
 import flax.struct
@@ -45,7 +60,7 @@ class DecodeState:
     step: jax.Array  # [] int32 tokens generated so far (same for all rows)
     logits: jax.Array  # [R, V] float32 next-token logits
     cache: KVCache
-    key: jax.Array  # PRNG key
+    keys: jax.Array  # [R] PRNG keys, one per row (prompt x sample), folded with the step each token
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "n", "cache_len"))
@@ -70,8 +85,8 @@ def _decode(graphdef, params, state: DecodeState, until, eos_ids, pad_id, temper
         return (s.step < until) & ~jnp.all(s.done)
 
     def body(s: DecodeState):
-        key = jax.random.fold_in(s.key, s.step)
-        token = select_next(s.logits, key, temperature, top_p, strategy)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(s.keys, s.step)
+        token = select_next(s.logits, keys, temperature, top_p, strategy)
         token = jnp.where(s.done, pad_id, token)
         tokens = jax.lax.dynamic_update_slice_in_dim(s.tokens, token[:, None], s.step, 1)
         live = ~s.done
@@ -82,6 +97,17 @@ def _decode(graphdef, params, state: DecodeState, until, eos_ids, pad_id, temper
                          cache=cache)
 
     return jax.lax.while_loop(cond, body, state)
+
+
+@jax.jit
+def _row_keys(key, prompt_hashes, sample_indices):
+    """[R] keys: `key` folded with each row's prompt hash, then with its sample index (both uint32 [R])."""
+    return jax.vmap(lambda h, j: jax.random.fold_in(jax.random.fold_in(key, h), j))(prompt_hashes, sample_indices)
+
+
+def prompt_hash(ids: Sequence[int]) -> int:
+    """A stable 32-bit fingerprint of a token sequence (what a prompt's random stream is keyed on)."""
+    return int.from_bytes(hashlib.blake2b(np.asarray(ids, np.int64).tobytes(), digest_size=4).digest(), "little")
 
 
 def compile_counts() -> dict[str, int]:
@@ -96,7 +122,8 @@ class SamplerStats:
     prefill_calls: int = 0  # jitted prefill invocations
     prefill_rows: int = 0  # real prompts prefilled (each once, however many samples)
     decode_rows: int = 0  # real sequences decoded (prompts x n)
-    generated_tokens: int = 0  # tokens produced, EOS included
+    generated_tokens: int = 0  # tokens of the returned completions (sum of len(token_ids)), EOS included
+    discarded_tokens: int = 0  # tokens decoded past a stop (the rest of a decode chunk) and dropped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,18 +131,22 @@ class Completion:
     """One sampled continuation."""
 
     text: str  # decoded, cut before any stop string, special tokens dropped
-    token_ids: tuple[int, ...]  # generated ids (EOS included if generated)
+    # The generated ids that count: up to and including EOS ("eos"), all of them ("length"), or
+    # ("stop") the shortest prefix whose decoded text holds a stop string / satisfies `stop_when`, i.e.
+    # up to and including the token that completes the stop string (whose text is cut off).
+    token_ids: tuple[int, ...]
     finish_reason: str  # "eos", "stop" or "length"
 
 
 class Sampler:
     """Samples completions from an in-process model; see `generate` for the arguments.
 
-    Holds the model split into (graphdef, params) once, so repeated calls do no
-    NNX graph traversal; compiled programs are shared by all samplers of models
-    with the same structure. stop_when(text) -> bool, if given, ends a row
-    (finish_reason "stop", text kept whole) once its decoded completion
-    satisfies it; like stop strings it is checked every STOP_CHECK_EVERY tokens.
+    Each call splits the model anew, so samples follow its current weights
+    (see the module docstring); compiled programs are shared by all samplers
+    of models with the same structure. stop_when(text) -> bool, if given, ends
+    a row (finish_reason "stop", text kept whole) at the first token whose
+    decoded completion satisfies it; like stop strings it is checked every
+    STOP_CHECK_EVERY tokens and the completion is trimmed back to that token.
     """
 
     def __init__(self, model: LlamaForCausalLM, tokenizer: Any, *, max_batch: int = 8,
@@ -123,7 +154,7 @@ class Sampler:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.stop_when = stop_when
-        self.graphdef, self.params = nnx.split(model)
+        self.model = model
         self.config = model.config
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -155,7 +186,7 @@ class Sampler:
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
                      temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, n: int = 1,
                      stop: Sequence[str] = (), seed: int = 0) -> list[list[Completion]]:
-        """n completions for each tokenized prompt (see `generate`)."""
+        """n completions for each tokenized prompt (see `generate`); empty stop strings are ignored."""
         if max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
         if n < 1:
@@ -168,14 +199,25 @@ class Sampler:
                 raise ValueError(
                     f"prompt {i} has {len(ids)} tokens + max_new_tokens={max_new_tokens} > the model's "
                     f"max_position_embeddings={self.config.max_position_embeddings}; shorten the prompt")
+        stop = tuple(s for s in stop if s)
+        graphdef, params = nnx.split(self.model)  # the current weights (see the module docstring)
+        key = jax.random.key(seed)
+        seen: dict[tuple[int, ...], int] = {}
+        streams = []  # (prompt hash, first sample index) of each prompt
+        for ids in prompt_ids:
+            ids = tuple(int(t) for t in ids)
+            k = seen.get(ids, 0)
+            seen[ids] = k + 1
+            streams.append((prompt_hash(ids), k * n))
         out: list[list[Completion]] = []
         for start in range(0, len(prompt_ids), self.max_batch):
             batch = prompt_ids[start:start + self.max_batch]
-            out.extend(self._generate_batch(batch, max_new_tokens, strategy, temperature, top_p, n,
-                                            tuple(stop), seed + start))
+            out.extend(self._generate_batch(graphdef, params, batch, streams[start:start + self.max_batch],
+                                            max_new_tokens, strategy, temperature, top_p, n, stop, key))
         return out
 
-    def _generate_batch(self, batch, max_new_tokens, strategy, temperature, top_p, n, stop, seed):
+    def _generate_batch(self, graphdef, params, batch, streams, max_new_tokens, strategy, temperature, top_p,
+                        n, stop, key):
         real = len(batch)
         rows_b = next_power_of_two(real)
         prompt_len = bucket_length(max(len(p) for p in batch), MIN_PROMPT_BUCKET)
@@ -185,27 +227,37 @@ class Sampler:
         for r, p in enumerate(batch):
             ids[r, prompt_len - len(p):] = p
             mask[r, prompt_len - len(p):] = 1
-        logits, cache = _prefill(self.graphdef, self.params, jnp.asarray(ids), jnp.asarray(mask), n=n,
+        logits, cache = _prefill(graphdef, params, jnp.asarray(ids), jnp.asarray(mask), n=n,
                                  cache_len=prompt_len + out_len)
         self.stats.prefill_calls += 1
         self.stats.prefill_rows += real
         rows = rows_b * n
         done = np.repeat(np.arange(rows_b) >= real, n)  # batch-padding rows start finished
+        hashes = np.zeros(rows, np.uint32)
+        samples = np.zeros(rows, np.uint32)
+        for r, (h, first) in enumerate(streams):
+            hashes[r * n:(r + 1) * n] = h
+            samples[r * n:(r + 1) * n] = first + np.arange(n)
         state = DecodeState(tokens=jnp.full((rows, out_len), self.pad_id, jnp.int32),
                             lengths=jnp.zeros((rows,), jnp.int32), done=jnp.asarray(done),
                             step=jnp.zeros((), jnp.int32), logits=logits, cache=cache,
-                            key=jax.random.key(seed))
+                            keys=_row_keys(key, jnp.asarray(hashes), jnp.asarray(samples)))
         stopped = np.zeros(rows, bool)
+        clean = np.zeros(rows, np.int64)  # leading tokens of each row known to hold no stop
         args = (jnp.asarray(self.eos_ids), jnp.int32(self.pad_id), jnp.float32(temperature),
                 jnp.float32(top_p))
         step = 0
         checking = bool(stop) or self.stop_when is not None
         while step < max_new_tokens:
             step = min(max_new_tokens, step + STOP_CHECK_EVERY) if checking else max_new_tokens
-            state = _decode(self.graphdef, self.params, state, jnp.int32(step), *args, strategy=strategy)
+            state = _decode(graphdef, params, state, jnp.int32(step), *args, strategy=strategy)
             if checking:
                 tokens, lengths, done = jax.device_get((state.tokens, state.lengths, state.done))
-                newly = ~done & np.array([self._has_stop(tokens[r, :lengths[r]], stop) for r in range(rows)])
+                newly = np.zeros(rows, bool)
+                for r in np.flatnonzero(~done):
+                    newly[r] = self._has_stop(tokens[r, :lengths[r]], stop)
+                    if not newly[r]:
+                        clean[r] = lengths[r]
                 if newly.any():
                     stopped |= newly
                     state = state.replace(done=jnp.asarray(done | newly))
@@ -218,23 +270,33 @@ class Sampler:
             for j in range(n):
                 k = r * n + j
                 ids_k = tuple(int(t) for t in tokens[k, :lengths[k]])
-                self.stats.generated_tokens += len(ids_k)
-                row.append(self._completion(ids_k, stop, stopped[k]))
+                completion = self._completion(ids_k, stop, stopped[k], int(clean[k]))
+                self.stats.generated_tokens += len(completion.token_ids)
+                self.stats.discarded_tokens += len(ids_k) - len(completion.token_ids)
+                row.append(completion)
             results.append(row)
         self.stats.decode_rows += real * n
         return results
 
-    def _has_stop(self, ids, stop) -> bool:
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+    def _stops(self, text: str, stop: tuple[str, ...]) -> bool:
         return any(s in text for s in stop) or (self.stop_when is not None and self.stop_when(text))
 
-    def _completion(self, ids: tuple[int, ...], stop: tuple[str, ...], stopped: bool) -> Completion:
+    def _has_stop(self, ids, stop) -> bool:
+        return self._stops(self.tokenizer.decode(ids, skip_special_tokens=True), stop)
+
+    def _completion(self, ids: tuple[int, ...], stop: tuple[str, ...], stopped: bool, clean: int) -> Completion:
+        """One row's completion from its generated ids; the first `clean` ids were checked and hold no stop.
+
+        A row whose text holds a stop (a stop string, or `stop_when` holds) ends at the first token k
+        with a stop in decode(ids[:k]) (found by decoding the prefixes after `clean`: at most one decode
+        chunk), whether the host check, EOS or the length limit ended its decoding.
+        """
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        cut = [text.find(s) for s in stop if s and s in text]
-        if cut:
-            return Completion(text=text[:min(cut)], token_ids=ids, finish_reason="stop")
-        if stopped:  # ended by `stop_when`
-            return Completion(text=text, token_ids=ids, finish_reason="stop")
+        if stopped or self._stops(text, stop):
+            k = next((k for k in range(clean + 1, len(ids) + 1) if self._has_stop(ids[:k], stop)), len(ids))
+            text = self.tokenizer.decode(ids[:k], skip_special_tokens=True)
+            found = [text.find(s) for s in stop if s in text]
+            return Completion(text=text[:min(found)] if found else text, token_ids=ids[:k], finish_reason="stop")
         reason = "eos" if ids and ids[-1] in set(self.eos_ids.tolist()) else "length"
         return Completion(text=text, token_ids=ids, finish_reason=reason)
 
@@ -257,8 +319,9 @@ def generate(model: LlamaForCausalLM, tokenizer: Any, prompts: Sequence[Prompt],
       template and a generation prompt).
     temperature 0 is greedy; otherwise softmax(logits / temperature), optionally
     restricted to the top_k tokens and/or the top_p probability mass.
-    Each completion ends at EOS, before the first of `stop`, or after
-    max_new_tokens tokens. Deterministic for a given seed.
+    Each completion ends at EOS, before the first of `stop` to be completed,
+    or after max_new_tokens tokens. Deterministic for a given seed; a prompt's
+    samples do not depend on the other prompts (see the module docstring).
     Returns `len(prompts)` lists of `n` strings.
     """
     sampler = Sampler(model, tokenizer)

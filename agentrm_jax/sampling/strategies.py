@@ -33,12 +33,17 @@ class SamplingStrategy:
         return cls(greedy=False, top_k=int(top_k), use_top_p=top_p < 1.0)
 
 
-def select_next(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array,
+def select_next(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array,
                 strategy: SamplingStrategy) -> jax.Array:
-    """Chooses one token per row. logits [R, V] float32 -> token ids [R] int32."""
+    """Chooses one token per row. logits [R, V] float32, keys [R] (one PRNG key per row) -> ids [R] int32.
+
+    Row r draws only from keys[r], so its token never depends on the other rows
+    or on how many there are.
+    """
     if strategy.greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
+    draw = jax.vmap(lambda key, row: jax.random.categorical(key, row))
     if strategy.top_k or strategy.use_top_p:
         k = strategy.top_k or logits.shape[-1]
         values, indices = jax.lax.top_k(logits, k)  # [R, k], sorted descending
@@ -46,6 +51,6 @@ def select_next(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p
             probs = jax.nn.softmax(values, axis=-1)
             before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each token
             values = jnp.where(before < top_p, values, -jnp.inf)  # the top token always survives
-        choice = jax.random.categorical(key, values, axis=-1)  # [R]
+        choice = draw(keys, values)  # [R]
         return jnp.take_along_axis(indices, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
-    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+    return draw(keys, logits).astype(jnp.int32)

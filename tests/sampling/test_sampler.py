@@ -168,7 +168,8 @@ def test_top_k_and_top_p_restrict_the_support():
     logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]] * 256, jnp.float32))
     import jax
 
-    keys = jax.random.split(jax.random.key(0), 64)
+    keys = jax.random.split(jax.random.key(0), (64, 256))  # 64 draws of 256 rows, one key per row
+
     def draws(strategy, top_p):
         return {int(t) for k in keys for t in select_next(logits, k, jnp.float32(1.0), jnp.float32(top_p),
                                                              strategy)}
