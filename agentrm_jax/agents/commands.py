@@ -102,38 +102,86 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_play(args: argparse.Namespace) -> int:
-    from agentrm_jax.agents.loop import run_episode
+_BUNDLED_NOTE = (
+    "You are watching SmolLM2-135M-Instruct, a 135M-parameter model that was never fine-tuned for agents, act "
+    "greedily in a text environment. Each turn it writes a Thought and an Action; the environment answers "
+    "with an Observation. It rarely solves a task on its own (0 of 20 test mazes in docs/ENVIRONMENTS.md): "
+    "what this shows is the agent loop running end to end on your CPU. Reward-model search over such "
+    "policies is `agentrm eval`; `agentrm play --policy expert` shows a solved episode.")
 
+
+def _policy_label(spec: str, model: str | None) -> str:
+    if spec in ("bundled", "jax", "model"):
+        return f"{model or 'the bundled SmolLM2-135M-Instruct'} (in-process JAX)"
+    return spec
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
     if args.max_turns is not None and args.max_turns < 1:
         raise ValueError(f"--max-turns must be >= 1, got {args.max_turns}")
     if not 0.0 <= args.noise <= 1.0:
         raise ValueError(f"--noise must be in [0, 1], got {args.noise}")
+    say = lambda text: print(text, flush=True)  # noqa: E731  every line reaches the user at once
+    say(f"agentrm play: {args.env} ({args.split} split), task {args.seed}, policy {_policy_label(args.policy, args.model)}")
     env = make_env(args.env, seed=args.seed, split=args.split)
+    in_process = args.policy not in ("expert", "random") and not args.policy.startswith(("http://", "https://"))
+    if args.policy in ("bundled", "jax", "model") and not args.model:
+        say(_BUNDLED_NOTE)
+    if in_process:
+        say("loading the model and its tokenizer (a few seconds; the first run also builds the tokenizer cache) ...")
+    t0 = time.perf_counter()
     policy = make_policy(args.policy, env, model=args.model, seed=args.seed, noise=args.noise,
                          max_new_tokens=args.max_new_tokens, timeout=args.timeout)
+    t_load = time.perf_counter() - t0
+    if in_process:
+        say(f"loaded in {t_load:.1f} s")
+    limit = min(env.max_turns, args.max_turns) if args.max_turns else env.max_turns
+    decoding = "greedy" if args.temperature == 0 else f"temperature {args.temperature}"
+    say(f"playing up to {limit} turns, {decoding}"
+        + ("; turn 1 includes compiling the sampler for this prompt length (once per length bucket)"
+           if in_process else ""))
+    clock = {"last": time.perf_counter()}
 
     def show(turn, step, raw):
-        print(f"--- turn {turn + 1} ---")
+        now = time.perf_counter()
+        say(f"--- turn {turn + 1} of {limit} ({now - clock['last']:.1f} s) ---")
+        clock["last"] = now
         if args.verbose and raw:
-            print(f"[raw] {raw!r}")
+            say(f"[raw] {raw!r}")
         if step.thought:
-            print(f"Thought: {step.thought}")
-        print(f"Action: {step.action}")
-        print(f"Observation: {step.observation}", flush=True)
+            say(f"Thought: {step.thought}")
+        say(f"Action: {step.action or '(none parsed)'}")
+        say(f"Observation: {step.observation}")
 
-    print(f"=== {args.env} / {args.split} / task {args.seed}, policy {args.policy} ===")
+    from agentrm_jax.agents.loop import run_episode
+
     t0 = time.perf_counter()
     trajectory = run_episode(env, policy, max_turns=args.max_turns, temperature=args.temperature,
                              seed=args.seed, one_shot=not args.no_one_shot, on_step=show,
-                             on_reset=lambda observation: print(f"Observation: {observation}", flush=True))
-    print(f"=== success: {trajectory.success}  progress: {trajectory.progress:.2f}  turns: {len(trajectory)}  "
-          f"({time.perf_counter() - t0:.1f} s) ===")
+                             on_reset=lambda observation: say(f"Task: {observation}"))
+    t_play = time.perf_counter() - t0
+    turns = len(trajectory)
+    actions = [s.action or "(none)" for s in trajectory.steps]
+    distinct = len(set(actions))
+    say("=== summary ===")
+    for label, value in (
+            ("environment", f"{args.env}, {args.split} task {args.seed}"),
+            ("policy", f"{_policy_label(args.policy, args.model)}, {decoding}"),
+            ("success", "yes" if trajectory.success else "no"),
+            ("progress", f"{trajectory.progress:.2f} (fraction of the task's subgoals met, 0 to 1)"),
+            ("turns", f"{turns} of at most {limit}" + (" (the episode ended)" if turns < limit else "")),
+            ("actions", f"{distinct} distinct of {turns}" + (", one action repeated every turn"
+                                                              if turns > 1 and distinct == 1 else "")),
+            ("time", f"{time.perf_counter() - t_start:.1f} s in all: "
+                     + (f"model load {t_load:.1f} s, " if in_process else "") + f"play {t_play:.1f} s"
+                     f" ({t_play / max(turns, 1):.1f} s a turn)")):
+        say(f"{label:<12} {value}")
     if args.output:
         from agentrm_jax.agents.trajectory import append_jsonl
 
         append_jsonl(args.output, [trajectory])
-        print(f"trajectory appended to {args.output}", file=sys.stderr)
+        say(f"trajectory appended to {args.output}")
     return 0
 
 

@@ -36,7 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["EnvSpec", "REGISTRY", "ReplayEnv", "TextEnv", "make", "register", "registered", "task_seed"]
+__all__ = ["EnvSpec", "REGISTRY", "ReplayEnv", "TextEnv", "UnknownEnvironmentError", "make", "register", "registered",
+           "task_seed"]
 
 SPLITS = ("train", "test")
 ENV_TYPES = ("embodied", "web", "game", "planning", "tool")
@@ -244,6 +245,21 @@ class EnvSpec:
 REGISTRY: dict[str, EnvSpec] = {}
 
 
+class UnknownEnvironmentError(ValueError, KeyError):
+    """`make` of a name nobody registered. A ValueError (the CLI prints it as one line) and,
+    for callers that look names up, a KeyError; the message suggests the closest names."""
+
+    def __init__(self, name: str, known: list[str]):
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        super().__init__(f"unknown environment {name!r}{hint}; registered: {', '.join(known) or 'none'}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 def register(spec: EnvSpec) -> EnvSpec:
     if spec.name in REGISTRY and REGISTRY[spec.name] != spec:
         raise ValueError(f"environment {spec.name!r} is already registered")
@@ -259,7 +275,7 @@ def registered() -> list[EnvSpec]:
 def make(name: str, *, seed: int = 0, split: str = "train", **kwargs) -> TextEnv:
     """An environment, already reset to task `seed` of `split`; kwargs go to its constructor (max_turns, ...)."""
     if name not in REGISTRY:
-        raise KeyError(f"unknown environment {name!r}; registered: {', '.join(sorted(REGISTRY)) or 'none'}")
+        raise UnknownEnvironmentError(name, sorted(REGISTRY))
     env = REGISTRY[name].factory(split=split, **kwargs)
     env.reset(seed)
     return env

@@ -47,18 +47,43 @@ def _need_maze():
     import agentrm_jax.envs.maze  # noqa: F401  (registers maze)
 
 
+def _summary(out: str) -> dict[str, str]:
+    """The labelled rows after `=== summary ===` ("label   value" -> {label: value})."""
+    tail = out.split("=== summary ===\n", 1)[1]
+    rows = {}
+    for line in tail.strip().splitlines():
+        label, _, value = line.partition(" ")
+        rows[label] = value.strip()
+    return rows
+
+
 @pytest.mark.parametrize("policy", ["expert", "random"])
 def test_play_prints_the_episode(policy, capsys):
     _need_maze()
     assert _run(["play", "--env", "maze", "--seed", "3", "--policy", policy, "--max-turns", "25"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("=== maze / train / task 3")
-    assert "Observation: You are in a" in out and "--- turn 1 ---" in out and "Action: move " in out
-    last = out.strip().splitlines()[-1]
+    assert out.startswith(f"agentrm play: maze (train split), task 3, policy {policy}\n")
+    assert "Task: You are in a" in out and "--- turn 1 of 25 (" in out and "Action: move " in out
+    rows = _summary(out)
+    assert set(rows) == {"environment", "policy", "success", "progress", "turns", "actions", "time"}
+    assert rows["environment"] == "maze, train task 3" and rows["policy"] == f"{policy}, greedy"
     if policy == "expert":
-        assert "success: True" in last and "progress: 1.00" in last
+        assert rows["success"] == "yes" and rows["progress"].startswith("1.00 (fraction")
+        assert "(the episode ended)" in rows["turns"]
     else:
-        assert "success:" in last and "progress:" in last
+        assert rows["success"] in ("yes", "no") and rows["time"].endswith("s a turn)")
+
+
+def test_play_summary_says_when_one_action_repeats(monkeypatch, capsys):
+    _need_maze()
+    env = make_env("maze", seed=3)
+    wall = next(d for d in ("north", "south", "east", "west")
+                if env.step(f"move {d}")[0].startswith("You bump") or env.reset(3) is None)
+    monkeypatch.setattr(commands, "make_policy", lambda *a, **k: ScriptedPolicy([f"move {wall}"] * 10))
+    assert _run(["play", "--env", "maze", "--seed", "3", "--policy", "random", "--max-turns", "3"]) == 0
+    rows = _summary(capsys.readouterr().out)
+    assert rows["actions"] == "1 distinct of 3, one action repeated every turn"
+    assert rows["turns"] == "3 of at most 3" and rows["success"] == "no"
 
 
 def test_play_writes_the_trajectory(tmp_path, capsys):
@@ -76,6 +101,8 @@ def test_play_writes_the_trajectory(tmp_path, capsys):
 def test_play_argument_errors():
     with pytest.raises(KeyError, match="unknown environment"):
         _run(["play", "--env", "no_such_env", "--policy", "random"])
+    with pytest.raises(ValueError, match=r"unknown environment 'mazee' \(did you mean 'maze'\?\); registered: "):
+        _run(["play", "--env", "mazee", "--policy", "random"])
     with pytest.raises(ValueError, match="max-turns"):
         _run(["play", "--env", "maze", "--policy", "random", "--max-turns", "0"])
     _need_maze()
@@ -120,7 +147,7 @@ def test_play_against_a_served_model(capsys):
         stop_server(server, thread)
     out = capsys.readouterr().out
     assert out.count("\nAction: move east\n") == 2 and "Thought: east" in out and "[raw]" in out
-    assert "turns: 2" in out
+    assert _summary(out)["turns"] == "2 of at most 2"
 
 
 def test_serve_starts_and_stops_cleanly(monkeypatch, capsys):
@@ -162,4 +189,8 @@ def test_play_with_the_bundled_model(bundled_ours, monkeypatch, capsys):
     assert _run(["play", "--env", "maze", "--seed", "2", "--policy", "bundled", "--max-turns", "2",
                  "--max-new-tokens", "32"]) == 0
     out = capsys.readouterr().out
-    assert "--- turn 2 ---" in out and "Action:" in out and "=== success: " in out and "turns: 2" in out
+    assert out.startswith("agentrm play: maze (train split), task 2, policy the bundled SmolLM2-135M-Instruct")
+    assert "never fine-tuned" in out and "loading the model" in out and "compiling the sampler" in out
+    assert "--- turn 2 of 2 (" in out and "Action:" in out
+    rows = _summary(out)
+    assert rows["turns"] == "2 of at most 2" and rows["time"].startswith("") and "model load" in rows["time"]
