@@ -327,3 +327,72 @@ def test_structure_mismatch_names_the_first_mismatched_key_path(tmp_path):
             ckpt.restore(1, {**abstract(state), "rng": abstract(jnp.zeros((2,), jnp.uint32))})
         with pytest.raises(ValueError, match=r"'step' has no sharding"):
             ckpt.restore(1, {**abstract(state), "step": jax.ShapeDtypeStruct((), jnp.int32)})
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+@pytest.mark.parametrize("damage", ["array", "array_missing", "meta", "layout", "data_state", "item_missing"])
+def test_a_damaged_checkpoint_names_its_step_and_file(tmp_path, damage):
+    from agentrm_jax.training.checkpoint import CorruptCheckpointError
+
+    state = make_state()
+    with Checkpointer(tmp_path) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, state, data_state={"epoch": 0}, meta={"step": step})
+    step_dir = tmp_path / "2"
+    arrays = sorted((step_dir / "state" / "d").iterdir())
+    if damage == "array":
+        for f in arrays:
+            _truncate(f, 10)
+        expected = r"state/d/\w+ is truncated \(OUT_OF_RANGE"
+    elif damage == "array_missing":
+        for f in arrays:
+            f.unlink()
+        expected = r"state/d/\w+ is missing \(NOT_FOUND"
+    elif damage == "item_missing":
+        shutil.rmtree(step_dir / "data_state")
+        expected = r"data_state/ is missing"
+    else:
+        _truncate(step_dir / damage / "metadata", 5)
+        expected = rf"{damage}/metadata is not valid JSON \("
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(CorruptCheckpointError, match=rf"^checkpoint step 2 in {tmp_path} is damaged: {expected}"
+                           ) as err:
+            ckpt.restore(None, abstract(state))
+        assert err.value.step == 2 and "\n" not in str(err.value)
+        got, _, meta = ckpt.restore(1, abstract(state))  # the older one still reads back whole
+        assert meta == {"step": 1}
+        assert_bitwise_equal(got, state)
+
+
+def test_a_structure_mismatch_is_not_called_damage(tmp_path):
+    from agentrm_jax.training.checkpoint import CorruptCheckpointError
+
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, {"x": jnp.ones(2)}, data_state={}, meta={})
+        with pytest.raises(ValueError) as err:
+            ckpt.restore(1, abstract({"y": jnp.ones(2)}))
+    assert not isinstance(err.value, CorruptCheckpointError)
+
+
+def test_set_aside_renames_a_step_and_rotation_goes_on(tmp_path):
+    with Checkpointer(tmp_path, keep=2) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, {"x": jnp.full(2, step)}, data_state={}, meta={"step": step})
+        moved = ckpt.set_aside(2)
+        assert moved.name == "2.corrupt" and ckpt.all_steps() == [1]
+        for step in (2, 3, 4):  # step 2 saved again, and rotation to the newest two
+            ckpt.save(step, {"x": jnp.full(2, step)}, data_state={}, meta={"step": step})
+        assert ckpt.all_steps() == [3, 4]
+        assert ckpt.set_aside(4).name == "4.corrupt"
+        ckpt.save(4, {"x": jnp.full(2, 4)}, data_state={}, meta={"step": 4})
+        assert ckpt.set_aside(4).name == "4.corrupt.1"  # an earlier one is never overwritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2.corrupt", "3", "4.corrupt", "4.corrupt.1"]
+    with Checkpointer(tmp_path) as ckpt:
+        assert ckpt.all_steps() == [3]
