@@ -67,12 +67,23 @@ def test_step_scores_are_the_scores_of_the_matching_prefixes(request, tokenizer_
 
 
 def test_compilations_are_bounded_by_buckets(value_model, bundled_tokenizer):
+    from agentrm_jax.rewards.scoring import plan_batches
+
     rm = ExplicitRM(value_model, bundled_tokenizer, config=ScoringConfig(batch_size=4))
     trajectories = random_trajectories(20, seed=7)
+    lengths = [r.length for r in rm.scorer.render(trajectories)]
+    batches = plan_batches(lengths, 4)
+    before = compile_counts()["explicit"]
     rm.score(trajectories)
     after_first = compile_counts()["explicit"]
-    rm.score(trajectories[::-1])
-    rm.score(random_trajectories(20, seed=7)[:9])
+    assert after_first - before <= len(batches)  # at most one program per batch shape
+    rm.score(trajectories[::-1])  # the same batches in another order
+    # Equal trajectories (new objects) forming two whole batches of the first call: shapes it compiled.
+    # (A partial batch, e.g. the first 9, pads to batch 1: a shape the first call never used.)
+    picked = np.concatenate([batches[3], batches[1]])
+    assert sorted(map(sorted, plan_batches([lengths[i] for i in picked], 4))) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    fresh = random_trajectories(20, seed=7)
+    rm.score([fresh[i] for i in picked])
     assert compile_counts()["explicit"] == after_first  # same shapes: no new compile
     assert rm.scorer.tokens_padded >= rm.scorer.tokens_scored > 0
 
@@ -116,7 +127,7 @@ def test_save_load_round_trip(tmp_path, value_model, bundled_tokenizer, head):
 def test_hf_sequence_classifier_parity(tmp_path, bundled_tokenizer):
     """An RM trained elsewhere (transformers' LlamaForSequenceClassification) scores the same here, and ours
     exported loads in transformers with the same scores."""
-    torch = pytest.importorskip("torch")
+    import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from agentrm_jax.rewards.scoring import pad_batch
