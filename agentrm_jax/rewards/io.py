@@ -13,6 +13,11 @@ that is not a plain linear map (MLP or bias; its tensors then live in
 `value_head.safetensors` and the directory is ours only). A directory without
 `agentrm.json` is read as a linear head with identity transform, which is how
 transformers' classifiers with one label score.
+
+A run directory of `agentrm train` (`train_config.json` beside `checkpoints/`;
+older runs named that file `config.json`) is not an RM directory: `training_run`
+recognises one, and `load_value_model` refuses it with the export command to
+run (`agentrm score --rm RUN_DIR` loads a run's latest checkpoint itself).
 """
 
 from __future__ import annotations
@@ -31,11 +36,48 @@ from agentrm_jax.models.loading import (_safetensors_files, iter_safetensors, lo
 from agentrm_jax.rewards.explicit import LOSSES
 from agentrm_jax.rewards.heads import HeadConfig, ValueHead, ValueModel
 
-__all__ = ["RM_METADATA", "load_value_model", "save_value_model"]
+__all__ = ["RM_METADATA", "TRAIN_CONFIG", "load_value_model", "save_value_model", "training_run",
+           "training_run_message"]
 
 RM_METADATA = "agentrm.json"
 _HEAD_FILE = "value_head.safetensors"
 _CLASSIFIERS = {"llama": "LlamaForSequenceClassification", "qwen2": "Qwen2ForSequenceClassification"}
+# The run layout of `training.run_dir`, restated so that rewards does not import training:
+TRAIN_CONFIG = "train_config.json"
+_CHECKPOINTS = "checkpoints"
+_TRAIN_KEYS = frozenset({"kind", "finetune", "train", "out", "save_every"})  # in every TrainConfig, no HF config
+
+
+def _is_train_config(file: Path) -> bool:
+    """Whether a JSON file is a TrainConfig dict (no architectures / model_type, and the train keys)."""
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return (isinstance(data, dict) and not {"architectures", "model_type"} & data.keys()
+            and _TRAIN_KEYS <= data.keys())
+
+
+def training_run(path: str | os.PathLike) -> Path | None:
+    """The `agentrm train` run directory that `path` is (or whose checkpoints/ folder it is); else None.
+
+    A run holds `train_config.json`, or (runs written before that name) a
+    `config.json` that is a train config rather than an HF model config.
+    """
+    path = Path(path)
+    if path.name == _CHECKPOINTS and path.is_dir() and not (path / "config.json").exists():
+        return training_run(path.parent)
+    if (path / TRAIN_CONFIG).is_file():
+        return path
+    if (path / "config.json").is_file() and _is_train_config(path / "config.json"):
+        return path
+    return None
+
+
+def training_run_message(run: str | os.PathLike) -> str:
+    """The one line that says a path is a training run and how to make a reward model of it."""
+    return (f"{run} is a training run, not an exported reward model: run `agentrm export --ckpt {run} "
+            f"--out {Path(run) / 'hf'}` and score that")
 
 
 def save_value_model(model: ValueModel, directory: str | os.PathLike, *, loss: str = "mse", tokenizer=None,
@@ -82,6 +124,9 @@ def load_value_model(path: str | os.PathLike, *, dtype="float32", param_dtype=No
     one-label Llama/Qwen2 sequence classifier.
     """
     path = Path(path)
+    run = training_run(path)
+    if run is not None:
+        raise ValueError(training_run_message(run))
     config_file = path / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file} is missing: a reward model directory holds config.json and "
