@@ -14,6 +14,7 @@ the `register(subparsers)` of each module in `_COMMAND_MODULES`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # transformers advises at import that it found no torch ("Models won't be available"): true of its
+    # torch models, which we never use, and alarming on a machine with README command 1's install only.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
