@@ -10,10 +10,9 @@ from rm_helpers import random_trajectories
 from agentrm_jax.models import load_model
 from agentrm_jax.rewards import ImplicitPRM, ScoringConfig, aggregate_steps, outcome_loss
 
-torch = pytest.importorskip("torch")  # the test extra installs it; the oracle needs it
-
 
 def _tiny_hf_pair(tmp_path):
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(vocab_size=49152, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
@@ -29,6 +28,8 @@ def _tiny_hf_pair(tmp_path):
 
 
 def test_step_rewards_match_torch(tmp_path, bundled_tokenizer):
+    import torch
+
     theta_t, ref_t = _tiny_hf_pair(tmp_path)
     beta = 0.5
     prm = ImplicitPRM(load_model(tmp_path / "m0"), load_model(tmp_path / "m1"), bundled_tokenizer, beta=beta,
@@ -70,6 +71,27 @@ def test_lora_policy_uses_its_own_base_as_reference(tmp_path, bundled_tokenizer)
     assert np.abs(shared[0]).max() > 1e-4
     with pytest.raises(ValueError, match="needs a policy with LoRA adapters"):
         ImplicitPRM(load_model(tmp_path / "m1"), None, bundled_tokenizer).score(trajectories)
+
+
+def test_step_rewards_add_up_to_the_trajectory_reward(bundled_tokenizer):
+    """Steps partition the agent tokens: with "sum" the score (every agent token) is the sum of the step
+    rewards, and each other aggregation is that function of the same step rewards."""
+    from agentrm_jax.models import ModelConfig, init_model
+
+    config = ModelConfig.tiny(vocab_size=49152)
+    policy, reference = init_model(config, seed=0), init_model(config, seed=1)
+    trajectories = random_trajectories(12, seed=4)
+    assert sum(len(t.steps) > 1 for t in trajectories) >= 3
+    reduce = {"sum": np.sum, "min": np.min, "mean": np.mean, "last": lambda s: s[-1]}
+    for how, fn in reduce.items():
+        prm = ImplicitPRM(policy, reference, bundled_tokenizer, beta=0.5, aggregate=how,
+                          config=ScoringConfig(batch_size=4))
+        scores, steps = prm.score_with_steps(trajectories)
+        assert all(len(s) == len(t.steps) and np.isfinite(s).all() for s, t in zip(steps, trajectories))
+        expected = [fn(s) if len(s) else 0.0 for s in steps]
+        np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6, err_msg=how)
+        if how == "sum":
+            assert np.abs(scores).max() > 1e-3  # the models differ: rewards are not all zero
 
 
 def test_aggregations_and_outcome_loss():

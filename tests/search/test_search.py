@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from search_helpers import CountingPolicy, beam_contexts, lockstep_contexts
 
 from agentrm_jax.agents.policies import ScriptedPolicy
 from agentrm_jax.agents.trajectory import Trajectory
@@ -32,17 +33,21 @@ def _task(env_name, seed):
 
 
 def _run_all(env_name):
+    """Per seed: each method's result, and under "asked" the CountingPolicy that saw its policy calls."""
     rows = []
     for seed in SEEDS:
         cfg = SearchConfig(seed=seed, n=4, beam_width=2, expansions=4, temperature=1.0)
         policy, factory = _task(env_name, seed)
-        rows.append({
-            "greedy": greedy(policy, factory, cfg),
-            "bon_oracle": best_of_n(policy, OracleScorer(), factory, cfg),
-            "bon_random": best_of_n(policy, RandomScorer(seed=5), factory, cfg),
-            "beam_oracle": beam_search(policy, OracleScorer(), factory, cfg),
-            "beam_random": beam_search(policy, RandomScorer(seed=5), factory, cfg),
-        })
+        runs = {"greedy": lambda p: greedy(p, factory, cfg),
+                "bon_oracle": lambda p: best_of_n(p, OracleScorer(), factory, cfg),
+                "bon_random": lambda p: best_of_n(p, RandomScorer(seed=5), factory, cfg),
+                "beam_oracle": lambda p: beam_search(p, OracleScorer(), factory, cfg),
+                "beam_random": lambda p: beam_search(p, RandomScorer(seed=5), factory, cfg)}
+        row, asked = {}, {}
+        for method, run in runs.items():
+            asked[method] = CountingPolicy(policy)
+            row[method] = run(asked[method])
+        rows.append({**row, "asked": asked})
     return rows
 
 
@@ -147,12 +152,23 @@ def test_costs_count_the_work(results):
         g, bon, beam = r["greedy"].costs, r["bon_oracle"].costs, r["beam_oracle"].costs
         assert g.policy_samples == g.policy_contexts == g.env_steps == len(r["greedy"].trajectory.steps)
         assert g.prefills_saved == 0 and g.rm_calls == 0
-        # Best-of-N: the first turn's 4 identical contexts share one prefill (at least 3 saved)
-        assert bon.prefills_saved >= 3 and bon.rm_calls == 1 and bon.rm_trajectories == 4
+        for method in ("greedy", "bon_oracle", "bon_random", "beam_oracle", "beam_random"):
+            costs, asked = r[method].costs, r["asked"][method]
+            # what the policy really received and returned (each context sent is one prefill)
+            assert (costs.policy_calls, costs.policy_contexts) == (len(asked.calls), asked.prefills), method
+            assert costs.policy_samples == asked.returned, method
+            assert costs.prefills_saved == asked.returned - asked.prefills, method
+        # Best-of-N: each turn's episodes with equal histories went to the policy as one context
+        for method in ("bon_oracle", "bon_random"):
+            contexts, samples = lockstep_contexts(r[method].candidates)
+            assert (r["asked"][method].prefills, r["asked"][method].returned) == (contexts, samples), method
+        assert r["asked"]["bon_oracle"].calls[0] == (1, 4)  # the 4 identical first contexts: one prefill
+        assert bon.rm_calls == 1 and bon.rm_trajectories == 4
         assert bon.env_steps == sum(len(t.steps) for t in r["bon_oracle"].candidates)
-        # beam: K = 4 samples per live beam per turn, one restore per stepped candidate
-        assert beam.policy_samples == 4 * beam.policy_contexts
-        assert beam.prefills_saved == 3 * beam.policy_contexts
+        # beam: one context (a prefill) per live beam per turn, K = 4 samples each
+        for method in ("beam_oracle", "beam_random"):
+            assert r["asked"][method].prefills == beam_contexts(r[method].tree), method
+            assert all(n == 4 for _, n in r["asked"][method].calls), method
         stepped = sum(not n.duplicate for n in r["beam_oracle"].tree)
         assert beam.env_steps == beam.env_restores == beam.rm_trajectories == stepped
         assert len(r["beam_oracle"].tree) == beam.policy_samples

@@ -5,8 +5,11 @@ accounting, not success: shared prefills counted by the sampler itself,
 tokens generated and scored, RM scores of partial trajectories in the tree.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
+from search_helpers import beam_contexts, lockstep_contexts
 
 from agentrm_jax.agents.policies import JaxPolicy
 from agentrm_jax.envs import make
@@ -32,20 +35,28 @@ def test_beam_and_best_of_n_with_jax_policy_and_explicit_rm(policy_and_rm):
     factory = lambda: make("maze", split="test")  # noqa: E731
     cfg = SearchConfig(seed=2, max_turns=2, n=3, beam_width=2, expansions=3, temperature=1.0)
 
-    before = policy.stats.prefills
-    beam = beam_search(policy, rm, factory, cfg)
+    def sampler_work(search):
+        """(prompt rows prefilled, sequences decoded) by the policy's sampler during `search()`."""
+        before = dataclasses.replace(policy.sampler.stats)
+        result = search()
+        after = policy.sampler.stats
+        return result, after.prefill_rows - before.prefill_rows, after.decode_rows - before.decode_rows
+
+    beam, prefilled, decoded = sampler_work(lambda: beam_search(policy, rm, factory, cfg))
     c = beam.costs
-    assert policy.stats.prefills - before == c.policy_contexts  # one prefill per beam, shared by its K samples
-    assert c.prefills_saved == 2 * c.policy_contexts and c.policy_tokens > 0 and c.rm_tokens > 0
+    assert prefilled == beam_contexts(beam.tree) == c.policy_contexts  # one prefill per live beam and turn
+    assert decoded == 3 * prefilled == c.policy_samples  # its K samples decoded from that one prefill
+    assert c.prefills_saved == decoded - prefilled and c.policy_tokens > 0 and c.rm_tokens > 0
     stepped = [n for n in beam.tree if not n.duplicate]
     assert all(np.isfinite(n.score) for n in stepped) and all(n.score == -np.inf for n in beam.tree if n.duplicate)
     assert 1 <= len(beam.trajectory.steps) <= 2
     # the chosen trajectory's score is what the RM gives it when scored alone
     np.testing.assert_allclose(rm.score([beam.trajectory])[0], beam.score, atol=1e-5)
 
-    bon = best_of_n(policy, rm, factory, cfg)
+    bon, prefilled, decoded = sampler_work(lambda: best_of_n(policy, rm, factory, cfg))
     np.testing.assert_allclose(rm.score(list(bon.candidates)), bon.scores, atol=1e-5)
-    assert bon.costs.prefills_saved >= 2 and bon.costs.rm_trajectories == 3
+    assert (prefilled, decoded) == lockstep_contexts(bon.candidates)  # equal histories: one prefill
+    assert bon.costs.prefills_saved == decoded - prefilled >= 2 and bon.costs.rm_trajectories == 3
 
     g1, g2 = greedy(policy, factory, cfg), greedy(policy, factory, cfg)
     assert g1.trajectory == g2.trajectory and g1.costs.policy_tokens > 0
