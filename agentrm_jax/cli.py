@@ -27,6 +27,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-new-tokens must be positive, got {args.max_new_tokens} (max_new_tokens)")
     if args.n < 1:
         raise ValueError(f"-n must be >= 1, got {args.n}")
+    if args.model is None:  # the bundled model's window is known without loading it
+        from agentrm_jax.models.bundled import BUNDLED_CONTEXT_LENGTH
+        from agentrm_jax.sampling.sampler import check_max_new_tokens
+
+        check_max_new_tokens(args.max_new_tokens, BUNDLED_CONTEXT_LENGTH)
     path = args.model or bundled_model_path()
     t0 = time.perf_counter()
     model, tokenizer = from_pretrained(path, dtype=args.dtype)

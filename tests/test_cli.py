@@ -39,6 +39,19 @@ def test_bad_max_new_tokens_is_a_clear_error(capsys):
     assert "max_new_tokens" in capsys.readouterr().err
 
 
+def test_impossible_max_new_tokens_is_refused_before_loading(monkeypatch, capsys):
+    import agentrm_jax.models as models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before --max-new-tokens was checked")
+
+    monkeypatch.setattr(models, "from_pretrained", no_load)
+    assert main(["generate", "--prompt", "hi", "--max-new-tokens", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert "max_new_tokens=100000 does not fit the model's context window of 8192 positions" in err
+    assert "shorten the prompt" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.real_model
 def test_generate_on_the_bundled_model_answers():
     result = subprocess.run([sys.executable, "-m", "agentrm_jax.cli", "generate", "--prompt",

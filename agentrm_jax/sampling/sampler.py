@@ -115,6 +115,15 @@ def compile_counts() -> dict[str, int]:
     return {"prefill": _prefill._cache_size(), "decode": _decode._cache_size()}
 
 
+def check_max_new_tokens(max_new_tokens: int, context_window: int) -> None:
+    """ValueError naming the limit when `max_new_tokens` alone cannot fit the model's context window
+    (every prompt has at least one token), before any prompt is looked at."""
+    if max_new_tokens >= context_window:
+        raise ValueError(f"max_new_tokens={max_new_tokens} does not fit the model's context window of "
+                         f"{context_window} positions (max_position_embeddings), which also holds the prompt; "
+                         f"ask for fewer than {context_window} new tokens")
+
+
 @dataclasses.dataclass
 class SamplerStats:
     """Work done by one `Sampler` (cumulative over calls)."""
@@ -192,13 +201,15 @@ class Sampler:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         strategy = SamplingStrategy.from_args(temperature, top_p, top_k)
+        check_max_new_tokens(max_new_tokens, self.config.max_position_embeddings)
         for i, ids in enumerate(prompt_ids):
             if len(ids) == 0:
                 raise ValueError(f"prompt {i} has no tokens")
             if len(ids) + max_new_tokens > self.config.max_position_embeddings:
                 raise ValueError(
-                    f"prompt {i} has {len(ids)} tokens + max_new_tokens={max_new_tokens} > the model's "
-                    f"max_position_embeddings={self.config.max_position_embeddings}; shorten the prompt")
+                    f"prompt {i} has {len(ids)} tokens + max_new_tokens={max_new_tokens} > the model's context "
+                    f"window (max_position_embeddings={self.config.max_position_embeddings}); shorten the prompt "
+                    f"or ask for at most {self.config.max_position_embeddings - len(ids)} new tokens")
         stop = tuple(s for s in stop if s)
         graphdef, params = nnx.split(self.model)  # the current weights (see the module docstring)
         key = jax.random.key(seed)

@@ -248,6 +248,7 @@ def test_bundled_config_matches_the_facts(bundled_ckpt):
     assert (c["rope_theta"], c["rms_norm_eps"], c["rope_scaling"], c["tie_word_embeddings"]) == (
         100000.0, 1e-5, None, True)
     assert (c["bos_token_id"], c["eos_token_id"], c["pad_token_id"]) == (1, 2, 2)
+    assert c["max_position_embeddings"] == bundled_module.BUNDLED_CONTEXT_LENGTH  # the CLI's pre-load check
     assert len(bundled_ckpt.tensors) == 272 and "lm_head.weight" not in bundled_ckpt.tensors
     assert bundled_ckpt.tensors["model.layers.29.mlp.down_proj.weight"].shape == (576, 1536)
     assert all(v.dtype == np.float32 for v in bundled_ckpt.tensors.values())

@@ -144,7 +144,8 @@ def test_generate_returns_text_per_prompt_and_renders_chat(tiny_pair):
     (dict(max_new_tokens=4, temperature=-1.0), "temperature"),
     (dict(max_new_tokens=4, temperature=1.0, top_p=0.0), "top_p"),
     (dict(max_new_tokens=4, temperature=1.0, top_k=-1), "top_k"),
-    (dict(max_new_tokens=600), "max_position_embeddings"),
+    (dict(max_new_tokens=600), r"max_new_tokens=600 does not fit the model's context window of 512"),
+    (dict(max_new_tokens=511), r"2 tokens \+ max_new_tokens=511 > the model's context window.*at most 510 new"),
 ])
 def test_bad_arguments_raise_clear_errors(tiny_pair, kwargs, match):
     _, ours = tiny_pair
