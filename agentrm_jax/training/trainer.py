@@ -18,16 +18,15 @@ state, step and data-iterator state; frozen base weights are reloaded from `conf
 (loss, MSE, accuracy, AUROC) and a stop on a non-finite loss or gradient that keeps the last good
 checkpoint. A rerun with the same `out` resumes from the newest intact checkpoint (a damaged one is set
 aside as `<step>.corrupt`, and said so) and, on CPU, reproduces the losses of an uninterrupted run bit
-for bit. `out` must be new, empty or a run; `overwrite=True` clears the run there and starts afresh. The step has no random ops: the data order (seeded, its
-iterator state checkpointed) is the run's only randomness after initialisation.
+for bit; `out` must be new, empty or a run, and `overwrite=True` clears the run there and starts over.
+The step has no random ops: the data order (seeded, its iterator state checkpointed) is the run's only
+randomness after initialisation.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -51,8 +50,8 @@ from agentrm_jax.training.checkpoint import Checkpointer, CorruptCheckpointError
 from agentrm_jax.training.config import TrainConfig
 from agentrm_jax.training.data import TrainBatches, eval_batches, load_examples
 from agentrm_jax.training.mesh import initialize_distributed, training_mesh
-from agentrm_jax.training.run_dir import (CHECKPOINTS, LEGACY_TRAIN_CONFIG_FILE, METRICS_FILE, TRAIN_CONFIG_FILE,
-                                          is_training_run, read_metrics, train_config_file)
+from agentrm_jax.training.run_dir import (CHECKPOINTS, METRICS_FILE, check_out_dir, clear_run, read_metrics,
+                                          truncate_metrics, write_train_config)
 
 __all__ = ["NonFiniteError", "TrainResult", "TrainStep", "build_model", "eval_metrics", "loss_sums",
            "make_optimizer", "resolve_model_path", "train"]
@@ -411,65 +410,6 @@ def _check_resumable(saved: dict, config: TrainConfig, directory: Path) -> None:
                              "or pass --overwrite to start that run over")
 
 
-def _listing(path: Path, limit: int = 6) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} entries)" if len(names) > limit else "")
-
-
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuses an `out` that is a file, or a non-empty directory that is not a run (unless overwrite).
-    Changes nothing: clearing waits until the config has proved loadable (`_clear_run`)."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"TrainConfig.out: {out} is a file, not a run directory; choose a directory (--out)")
-    if overwrite or not out.is_dir() or is_training_run(out) or not any(out.iterdir()):
-        return
-    raise ValueError(f"TrainConfig.out: {out} is not empty and is not a training run (it holds {_listing(out)}); "
-                     f"choose a new or empty --out, or pass --overwrite to train there (that replaces only "
-                     f"{CHECKPOINTS}/, {METRICS_FILE} and {TRAIN_CONFIG_FILE}; other files stay)")
-
-
-def _clear_run(out: Path) -> str | None:
-    """Deletes the run files in `out` (checkpoints/, metrics.jsonl, the train config; nothing else) and
-    says what it removed; None when there was nothing to remove."""
-    if not out.is_dir():
-        return None
-    removed = []
-    legacy = train_config_file(out)
-    names = [CHECKPOINTS, METRICS_FILE, TRAIN_CONFIG_FILE]
-    if legacy is not None and legacy.name == LEGACY_TRAIN_CONFIG_FILE:
-        names.append(LEGACY_TRAIN_CONFIG_FILE)  # only when it is a train config, never a model's config.json
-    for name in names:
-        path = out / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        else:
-            continue
-        removed.append(name + ("/" if name == CHECKPOINTS else ""))
-    if not removed:
-        return None
-    kept = f"; kept {_listing(out)}" if any(out.iterdir()) else ""
-    return f"--overwrite: removed {', '.join(removed)} from {out} and started afresh{kept}"
-
-
-def _write_train_config(out: Path, config: TrainConfig) -> str | None:
-    """Writes out/train_config.json (atomically); a legacy out/config.json holding the train config is
-    renamed to it first. Returns a note about that rename, else None."""
-    out.mkdir(parents=True, exist_ok=True)
-    note = None
-    legacy = train_config_file(out)
-    if legacy is not None and legacy.name == LEGACY_TRAIN_CONFIG_FILE:
-        os.replace(legacy, out / TRAIN_CONFIG_FILE)
-        note = (f"renamed {legacy} (the train config, under the name of an HF model config) to "
-                f"{out / TRAIN_CONFIG_FILE}")
-    tmp = out / f".{TRAIN_CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
-    os.replace(tmp, out / TRAIN_CONFIG_FILE)
-    return note
-
-
 def _restore_newest_intact(checkpointer: Checkpointer, target, config: TrainConfig, out: Path, note):
     """(step, state, data_state) of the newest checkpoint that reads back whole, or None when there is
     no checkpoint. Newer damaged ones are set aside (`<step>.corrupt`) and noted; when every checkpoint
@@ -494,21 +434,6 @@ def _restore_newest_intact(checkpointer: Checkpointer, target, config: TrainConf
                          "Restore the checkpoints from a backup, or rerun with --overwrite to start the run "
                          "over (it deletes them)")
     return None
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics rows after `last_step` (written after the checkpoint a resumed run starts from)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a torn last line
-        if row.get("step", 0) <= last_step:
-            kept.append(line)
-    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
 
 def _append_metrics(path: Path, row: dict) -> None:
@@ -557,13 +482,14 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
     initialize_distributed()
     out = Path(config.out)
     mesh = training_mesh(config.mesh)  # checks the device count before anything is loaded
-    _check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite)
     notes: list[str] = []
 
     def note(message: str) -> None:
         notes.append(message)
         if jax.process_index() == 0:
             print(f"train: {message}", file=sys.stderr, flush=True)
+
     data_config = config.data_config()
     if tokenizer is None:
         from agentrm_jax.models import load_tokenizer
@@ -583,7 +509,7 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
                            process_count=jax.process_count())
 
     if overwrite:
-        if jax.process_index() == 0 and (cleared := _clear_run(out)):
+        if jax.process_index() == 0 and (cleared := clear_run(out)):
             note(cleared)
         _sync_hosts("agentrm_train_overwrite")
     checkpointer = Checkpointer(out / CHECKPOINTS, keep=config.keep)
@@ -601,9 +527,9 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
         batches.set_state(data_state)
         start = resumed_from = latest
         if jax.process_index() == 0:
-            _truncate_metrics(metrics_path, latest)
+            truncate_metrics(metrics_path, latest)
     if jax.process_index() == 0:
-        if (renamed := _write_train_config(out, config)) is not None:
+        if (renamed := write_train_config(out, config.to_dict())) is not None:
             note(renamed)
         if restored is None:
             metrics_path.write_text("")

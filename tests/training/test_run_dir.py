@@ -21,8 +21,8 @@ from agentrm_jax.training.config import TrainConfig
 from agentrm_jax.training.run_dir import (TRAIN_CONFIG_FILE, is_training_run, read_metrics, read_train_config,
                                           train_config_file)
 from agentrm_jax.training.trainer import train
-from trainer_helpers import REPO, save_tiny_model, step_losses, subprocess_env, tiny_model, write_trajectories, \
-    write_yaml
+from trainer_helpers import (REPO, save_tiny_model, step_losses, subprocess_env, tiny_model, write_trajectories,
+                             write_yaml)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def files(tmp_path_factory, bundled_tokenizer):
 
 def config(files, out, **overrides) -> TrainConfig:
     # model: the saved copy of tiny_model(), which the in-process runs pass as `backbone` (the CLI loads it)
-    values = dict(model=str(files["model"]), train=str(files["data"]), kind="explicit", finetune="head", steps=3, batch_size=4, lr=1e-2,
-                  warmup_steps=0, max_length=64, save_every=1, keep=3, out=str(out))
+    values = dict(model=str(files["model"]), train=str(files["data"]), kind="explicit", finetune="head", steps=3,
+                  batch_size=4, lr=1e-2, warmup_steps=0, max_length=64, save_every=1, keep=3, out=str(out))
     return TrainConfig(**{**values, **overrides})
 
 
