@@ -46,8 +46,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         if args.n > 1:
             print(f"--- sample {i} ({completion.finish_reason}) ---")
         print(completion.text)
-    tokens = sampler.stats.generated_tokens
-    print(f"[{tokens} tokens in {t_gen:.2f} s ({tokens / t_gen:.1f} tokens/s, compile included); "
+    tokens = sampler.stats.generated_tokens + sampler.stats.discarded_tokens  # decoded, kept or cut at a stop
+    print(f"[{tokens} tokens decoded in {t_gen:.2f} s ({tokens / t_gen:.1f} tokens/s, compile included); "
           f"model loaded in {t_load:.2f} s from {path}]", file=sys.stderr)
     return 0
 

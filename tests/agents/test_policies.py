@@ -168,8 +168,10 @@ def test_jax_policy_stops_after_the_action_line(tiny_policy):
     assert parse_step(out[0][0]) == ("the goal is east", "move east")
     stats = tiny_policy.stats
     assert stats.prefills == 2 and stats.samples == 4  # the n samples of a context share one prefill
-    # decoding ended at the first stop check after the action line, not at max_new_tokens
-    assert stats.generated_tokens == 4 * 16
+    # decoding ended at the first stop check after the action line (one 16-token chunk), not at
+    # max_new_tokens; the kept ids end at the newline that completes the action line (8 tokens)
+    assert stats.generated_tokens == 4 * 8
+    assert tiny_policy.sampler.stats.generated_tokens + tiny_policy.sampler.stats.discarded_tokens == 4 * 16
 
 
 def test_jax_policy_drops_old_steps_of_an_overlong_context(tiny_policy):
