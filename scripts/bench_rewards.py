@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_trajectories(count: int, seed: int):
-    from agentrm_jax.agents.trajectory import Step, Trajectory
+    from agentrm_jax.records import Step, Trajectory
 
     rng = np.random.default_rng(seed)
     words = ("the red key is in the room north of the hall you see a door a box and a table "

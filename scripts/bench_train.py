@@ -77,7 +77,7 @@ def train_config(args, *, batch_size: int, fsdp: int = 1):
 def make_batch(tokenizer, config, rows: int, length: int, seed: int) -> dict[str, np.ndarray]:
     """One right-padded [rows, length] batch in the trainer's layout (`training.data.collate`):
     rendered synthetic trajectories (chat template + tokenizer), target = value at the last token."""
-    from agentrm_jax.agents.trajectory import render_for_rm
+    from agentrm_jax.rewards.rendering import render_for_rm
     from agentrm_jax.training.data import collate
 
     rng = np.random.default_rng(seed)

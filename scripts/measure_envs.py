@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from agentrm_jax.agents.loop import play_lockstep
-    from agentrm_jax.agents.trajectory import append_jsonl
+    from agentrm_jax.records import append_jsonl
     from agentrm_jax.envs import make
     from agentrm_jax.evaluate.report import wilson_interval
 

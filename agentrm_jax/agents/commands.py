@@ -178,7 +178,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
                      f" ({t_play / max(turns, 1):.1f} s a turn)")):
         say(f"{label:<12} {value}")
     if args.output:
-        from agentrm_jax.agents.trajectory import append_jsonl
+        from agentrm_jax.records import append_jsonl
 
         append_jsonl(args.output, [trajectory])
         say(f"trajectory appended to {args.output}")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from agentrm_jax.agents.policies import PolicySampler, context_key
 from agentrm_jax.agents.prompts import build_messages, parse_step
-from agentrm_jax.agents.trajectory import Step, Trajectory
+from agentrm_jax.records import PROGRESS_TRACE, Step, Trajectory
 
 __all__ = ["context_key", "play_lockstep", "run_episode", "sample_grouped", "step_seed"]
 
@@ -142,5 +142,5 @@ def play_lockstep(envs: Sequence, policy: PolicySampler, *, seed: int, max_turns
         live, turn = still, turn + 1
     return [t.replace(success=bool(e.success), progress=min(max(float(e.progress), 0.0), 1.0),
                       meta={"split": getattr(e, "split", "train"), "seed": seed, "turns": len(t.steps),
-                            "raw": raw[i], "progress_trace": trace[i]})
+                            "raw": raw[i], PROGRESS_TRACE: trace[i]})
             for i, (t, e) in enumerate(zip(trajectories, envs))]

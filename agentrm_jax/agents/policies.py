@@ -35,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from agentrm_jax.agents.prompts import (STOP_STRINGS, action_line_complete, count_steps, cut_after_action,
                                         omitted_steps, shorten_context, task_actions)
-from agentrm_jax.agents.trajectory import format_step
+from agentrm_jax.records import format_step
 
 __all__ = [
     "JaxPolicy", "OpenAIPolicy", "PolicySampler", "PolicyServerError", "PolicyStats", "RandomPolicy",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from agentrm_jax.agents.trajectory import Trajectory, format_step
+from agentrm_jax.records import Trajectory, format_step
 
 __all__ = [
     "EXAMPLE_END", "OMITTED_NOTE", "ONE_SHOT", "SYSTEM_PROMPT", "STOP_STRINGS", "action_line_complete", "build_messages",

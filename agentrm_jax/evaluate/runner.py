@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentrm_jax.agents.trajectory import RecordError, append_jsonl
+from agentrm_jax.records import RecordError, append_jsonl
 from agentrm_jax.evaluate.config import MODEL_POLICIES, TASK_POLICIES, EvalConfig, Method
 
 __all__ = ["Episode", "EpisodeRunner", "build_rm", "check_paths", "plan_episodes", "read_rows", "run_eval"]

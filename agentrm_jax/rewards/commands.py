@@ -64,7 +64,7 @@ def content_id(trajectory) -> str:
 
 def load_trajectories(input_path) -> list:
     """The trajectories of a JSONL file, each with an id (its own, else `content_id`); ids must be unique."""
-    from agentrm_jax.agents.trajectory import iter_jsonl_lines
+    from agentrm_jax.records import iter_jsonl_lines
 
     out, first_line, own = [], {}, {}
     for line, t in iter_jsonl_lines(input_path):  # validates every row (file:line errors) before any work
@@ -240,7 +240,7 @@ def _existing_ids(path: Path) -> set[str]:
 
 
 def _score(rm, trajectories: list, output_path: Path, *, chunk_size: int, progress: bool) -> int:
-    from agentrm_jax.agents.trajectory import append_jsonl
+    from agentrm_jax.records import append_jsonl
 
     done = _existing_ids(output_path)
     todo = [t for t in trajectories if t.id not in done]

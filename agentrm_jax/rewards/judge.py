@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from agentrm_jax.agents.trajectory import Trajectory, format_step
+from agentrm_jax.records import Trajectory, format_step
 from agentrm_jax.models.buckets import next_power_of_two
 
 __all__ = [

@@ -13,7 +13,7 @@ scored as a whole trajectory is read and where training reads its targets
 equals the trajectory's. An implicit PRM sums its token rewards over step i's
 own tokens (`step_starts[i]..step_ends[i]`).
 
-`BatchedScorer` renders trajectories (`agents.trajectory.render_for_rm`), sorts
+`BatchedScorer` renders trajectories (`rewards.rendering.render_for_rm`), sorts
 them by length, cuts them into batches, pads each batch to a bucketed shape
 (batch: a power of two up to batch_size; length: `models.buckets.bucket_length`,
 powers of two >= 32 then quarter octaves above 256; steps: a power of two), runs one jitted function per shape and puts the results back
@@ -29,14 +29,15 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from agentrm_jax.agents.trajectory import RenderedTrajectory, Trajectory, render_batch_for_rm
+from agentrm_jax.records import Trajectory
+from agentrm_jax.rewards.rendering import RenderedTrajectory, render_batch_for_rm
 from agentrm_jax.models.buckets import bucket_length, next_power_of_two
 from agentrm_jax.models.llama import LlamaForCausalLM
 from agentrm_jax.rewards.explicit import LOSSES, gather_positions, score_transform

@@ -25,10 +25,9 @@ import numpy as np
 from agentrm_jax.agents.loop import step_seed
 from agentrm_jax.agents.policies import PolicySampler
 from agentrm_jax.agents.prompts import build_messages, parse_step
-from agentrm_jax.agents.trajectory import Step, Trajectory
+from agentrm_jax.records import PROGRESS_TRACE, Step, Trajectory
 from agentrm_jax.search.common import (CostMeter, EnvFactory, SearchConfig, SearchNode, SearchResult, finite_scores,
                                        turn_limit)
-from agentrm_jax.search.scorers import PROGRESS_TRACE
 
 __all__ = ["beam_search", "select_beams", "select_beams_reference"]
 

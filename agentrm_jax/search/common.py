@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from agentrm_jax.agents.trajectory import Trajectory
+from agentrm_jax.records import Trajectory
 from agentrm_jax.envs.base import TextEnv
 
 __all__ = ["Costs", "CostMeter", "EnvFactory", "SearchConfig", "SearchNode", "SearchResult", "turn_limit"]

@@ -12,12 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agentrm_jax.agents.trajectory import Trajectory
+from agentrm_jax.records import PROGRESS_TRACE, Trajectory
 
-__all__ = ["OracleScorer", "RandomScorer", "PROGRESS_TRACE"]
-
-# Trajectory.meta key where searches keep the env's progress after each step.
-PROGRESS_TRACE = "progress_trace"
+__all__ = ["OracleScorer", "RandomScorer"]
 
 
 class OracleScorer:

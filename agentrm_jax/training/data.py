@@ -1,6 +1,6 @@
 """Input pipeline of the reward-model trainer: JSONL records -> rendered examples -> fixed-shape host batches.
 
-Three RM kinds read two record types (see `agents.trajectory`):
+Three RM kinds read two record types (see `agentrm_jax.records`):
 
     explicit  trajectory records; regression target = the record's `target` field (default "value")
     implicit  trajectory records; outcome label = the record's `target` field (default "success")
@@ -71,7 +71,8 @@ from typing import Any
 import grain
 import numpy as np
 
-from agentrm_jax.agents.trajectory import RecordError, Trajectory, iter_jsonl_lines, render_for_rm
+from agentrm_jax.records import RecordError, Trajectory, iter_jsonl_lines
+from agentrm_jax.rewards.rendering import render_for_rm
 from agentrm_jax.models.buckets import bucket_length
 
 __all__ = ["KINDS", "TARGETS", "DataConfig", "TrainBatches", "collate", "eval_batches", "length_report",

@@ -6,7 +6,7 @@ import pytest
 
 from agentrm_jax.agents.loop import run_episode
 from agentrm_jax.agents.policies import JaxPolicy
-from agentrm_jax.agents.trajectory import read_jsonl, write_jsonl
+from agentrm_jax.records import read_jsonl, write_jsonl
 from agentrm_jax.envs import make
 
 ENVS = ["maze", "babyai", "pddl", "tools", "textworld", "sciworld"]

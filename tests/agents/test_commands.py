@@ -88,7 +88,7 @@ def test_play_summary_says_when_one_action_repeats(monkeypatch, capsys):
 
 def test_play_writes_the_trajectory(tmp_path, capsys):
     _need_maze()
-    from agentrm_jax.agents.trajectory import read_jsonl
+    from agentrm_jax.records import read_jsonl
 
     out = tmp_path / "t.jsonl"
     assert _run(["play", "--env", "maze", "--seed", "1", "--split", "test", "--policy", "expert",

@@ -7,7 +7,7 @@ import pytest
 from agentrm_jax.agents.loop import run_episode, step_seed
 from agentrm_jax.agents.policies import RandomPolicy, ScriptedPolicy, turn_of
 from agentrm_jax.agents.prompts import SYSTEM_PROMPT
-from agentrm_jax.agents.trajectory import Step, Trajectory
+from agentrm_jax.records import Step, Trajectory
 from agentrm_jax.envs.base import ReplayEnv, TextEnv
 
 

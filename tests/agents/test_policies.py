@@ -13,7 +13,7 @@ import pytest
 from agentrm_jax.agents.policies import (JaxPolicy, OpenAIPolicy, PolicySampler, PolicyServerError, RandomPolicy,
                                          ScriptedPolicy, turn_of)
 from agentrm_jax.agents.prompts import parse_step
-from agentrm_jax.agents.trajectory import format_step
+from agentrm_jax.records import format_step
 
 CTX0 = [{"role": "system", "content": "s"}, {"role": "user", "content": "task"}]
 CTX1 = CTX0 + [{"role": "assistant", "content": "Action: a"}, {"role": "user", "content": "obs"}]

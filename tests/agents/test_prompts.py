@@ -7,7 +7,7 @@ import pytest
 from agentrm_jax.agents.prompts import (ONE_SHOT, STOP_STRINGS, SYSTEM_PROMPT, action_line_complete,
                                         build_messages, count_steps, cut_after_action, example_messages,
                                         one_shot_example, parse_step, shorten_context, task_message)
-from agentrm_jax.agents.trajectory import Step, Trajectory, format_step
+from agentrm_jax.records import Step, Trajectory, format_step
 
 TRAJ = Trajectory(task="maze", instruction="Reach the goal at (1, 0). You are at (0, 0).",
                   steps=(Step("East is open.", "move east", "You move east. You reach the goal."),

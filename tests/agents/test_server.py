@@ -15,7 +15,7 @@ from agentrm_jax.agents.policies import JaxPolicy, OpenAIPolicy
 from agentrm_jax.agents.prompts import build_messages, parse_step
 from agentrm_jax.agents.server import (MAX_BODY, RequestError, completion_chunks, parse_request, start_server,
                                       stop_server)
-from agentrm_jax.agents.trajectory import Step, Trajectory
+from agentrm_jax.records import Step, Trajectory
 
 MESSAGES = [{"role": "system", "content": "s"}, {"role": "user", "content": "go"}]
 

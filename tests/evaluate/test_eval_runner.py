@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from agentrm_jax.evaluate import plan_episodes, read_rows, run_eval
-from agentrm_jax.agents.trajectory import RecordError
+from agentrm_jax.records import RecordError
 
 from eval_helpers import by_key, small_config
 

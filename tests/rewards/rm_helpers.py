@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agentrm_jax.agents.trajectory import Step, Trajectory
+from agentrm_jax.records import Step, Trajectory
 
 WORDS = "north south east west pick up the red ball door open key box go to room table".split()
 

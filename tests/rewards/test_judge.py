@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from agentrm_jax.agents.trajectory import Step, Trajectory
+from agentrm_jax.records import Step, Trajectory
 from agentrm_jax.rewards.judge import (ListwiseJudge, LogitJudge, PointwiseJudge, SamplerPolicy, parse_choice,
                                        parse_score, render_transcript)
 from agentrm_jax.rewards.scoring import RewardModel

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rm_helpers import random_trajectories
 
-from agentrm_jax.agents.trajectory import Step, Trajectory, write_jsonl
+from agentrm_jax.records import Step, Trajectory, write_jsonl
 from agentrm_jax.cli import main
 from agentrm_jax.models import ModelConfig, init_model
 from agentrm_jax.rewards import ExplicitRM, ValueModel, save_value_model

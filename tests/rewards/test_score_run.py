@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from trainer_helpers import save_tiny_model, tiny_model, write_trajectories  # noqa: E402
 
-from agentrm_jax.agents.trajectory import read_jsonl  # noqa: E402
+from agentrm_jax.records import read_jsonl# noqa: E402
 from agentrm_jax.cli import main  # noqa: E402
 from agentrm_jax.rewards import ExplicitRM, load_value_model  # noqa: E402
 from agentrm_jax.rewards.io import training_run  # noqa: E402

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rm_helpers import random_trajectories
 
-from agentrm_jax.agents.trajectory import Step, Trajectory
+from agentrm_jax.records import Step, Trajectory
 from agentrm_jax.models import ModelConfig, init_model
 from agentrm_jax.rewards import (ExplicitRM, HeadConfig, ScoringConfig, ValueModel, compile_counts,
                                  load_value_model, save_value_model)

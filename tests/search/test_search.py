@@ -16,7 +16,7 @@ import pytest
 from search_helpers import CountingPolicy, beam_contexts, lockstep_contexts
 
 from agentrm_jax.agents.policies import ScriptedPolicy
-from agentrm_jax.agents.trajectory import Trajectory
+from agentrm_jax.records import Trajectory
 from agentrm_jax.envs import make
 from agentrm_jax.search import (OracleScorer, RandomScorer, SearchConfig, beam_search, best_of_n, greedy,
                                 random_pick_index, select_beams_reference)

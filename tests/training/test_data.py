@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from agentrm_jax.agents.trajectory import PreferencePair, RecordError, Step, Trajectory, write_jsonl
+from agentrm_jax.records import PreferencePair, RecordError, Step, Trajectory, write_jsonl
 from agentrm_jax.models.buckets import bucket_length
 from agentrm_jax.training.data import (DataConfig, TrainBatches, collate, eval_batches, length_report,
                                        load_examples, num_eval_batches)

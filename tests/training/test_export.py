@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agentrm_jax.agents.trajectory import Step, Trajectory, write_jsonl
+from agentrm_jax.records import Step, Trajectory, write_jsonl
 from agentrm_jax.models import ModelConfig, init_model, save_pretrained
 from agentrm_jax.rewards.io import load_value_model
 from agentrm_jax.training.config import TrainConfig

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agentrm_jax.agents.trajectory import PreferencePair, Step, Trajectory, write_jsonl
+from agentrm_jax.records import PreferencePair, Step, Trajectory, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 
