@@ -39,7 +39,7 @@ from agentrm_jax.records import format_step
 
 __all__ = [
     "JaxPolicy", "OpenAIPolicy", "PolicySampler", "PolicyServerError", "PolicyStats", "RandomPolicy",
-    "ScriptedPolicy", "context_key", "turn_of",
+    "SamplerPolicy", "ScriptedPolicy", "context_key", "turn_of",
 ]
 
 Messages = list[dict[str, str]]
@@ -500,3 +500,24 @@ class RandomPolicy:
         self.stats.contexts += len(contexts)
         self.stats.samples += len(contexts) * n
         return out
+
+
+class SamplerPolicy:
+    """A minimal `PolicySampler` over an in-process model: plain `Sampler.generate`, no step cutting.
+
+    For judges (which need free-form replies, not agent steps) and tests.
+    """
+
+    def __init__(self, model, tokenizer, max_new_tokens: int = 64, *, max_batch: int = 8):
+        from agentrm_jax.sampling.sampler import Sampler
+
+        self.sampler = Sampler(model, tokenizer, max_batch=max_batch)
+        self.max_new_tokens = int(max_new_tokens)
+
+    def sample(self, contexts: Sequence[Messages], n: int = 1, temperature: float = 0.0,
+               seed: int = 0) -> list[list[str]]:
+        if not contexts:
+            return []
+        out = self.sampler.generate(list(contexts), max_new_tokens=self.max_new_tokens, temperature=temperature,
+                                    n=n, seed=seed)
+        return [[c.text for c in row] for row in out]

@@ -43,7 +43,7 @@ from agentrm_jax.records import Trajectory, format_step
 from agentrm_jax.models.buckets import next_power_of_two
 
 __all__ = [
-    "DEFAULT_LOGIT_QUESTION", "JudgeRecord", "ListwiseJudge", "LogitJudge", "PointwiseJudge", "SamplerPolicy",
+    "DEFAULT_LOGIT_QUESTION", "JudgeRecord", "ListwiseJudge", "LogitJudge", "PointwiseJudge",
     "compile_counts", "parse_choice", "parse_score", "render_transcript",
 ]
 
@@ -259,30 +259,6 @@ def parse_choice(text: str, count: int) -> int | None:
     if bare:
         return ok(int(bare.group(1)))
     return None
-
-
-# ------------------------------------------------------------------------------------------ policies
-
-
-class SamplerPolicy:
-    """A minimal `PolicySampler` over an in-process model: plain `Sampler.generate`, no step cutting.
-
-    For judges (which need free-form replies, not agent steps) and tests.
-    """
-
-    def __init__(self, model, tokenizer, max_new_tokens: int = 64, *, max_batch: int = 8):
-        from agentrm_jax.sampling.sampler import Sampler  # noqa: PLC0415
-
-        self.sampler = Sampler(model, tokenizer, max_batch=max_batch)
-        self.max_new_tokens = int(max_new_tokens)
-
-    def sample(self, contexts: Sequence[Messages], n: int = 1, temperature: float = 0.0,
-               seed: int = 0) -> list[list[str]]:
-        if not contexts:
-            return []
-        out = self.sampler.generate(list(contexts), max_new_tokens=self.max_new_tokens, temperature=temperature,
-                                    n=n, seed=seed)
-        return [[c.text for c in row] for row in out]
 
 
 def _check_replies(replies: Any, contexts: int, n: int) -> list[list[str]]:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from agentrm_jax.records import Step, Trajectory
-from agentrm_jax.rewards.judge import (ListwiseJudge, LogitJudge, PointwiseJudge, SamplerPolicy, parse_choice,
+from agentrm_jax.agents.policies import SamplerPolicy
+from agentrm_jax.rewards.judge import (ListwiseJudge, LogitJudge, PointwiseJudge, parse_choice,
                                        parse_score, render_transcript)
 from agentrm_jax.rewards.scoring import RewardModel
 
