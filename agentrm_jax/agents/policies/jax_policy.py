@@ -1,0 +1,88 @@
+"""`JaxPolicy`: our in-process JAX model as a policy, through `Sampler` (the n samples of a context share
+one prefill). Decoding stops as soon as a complete action line has been generated (checked between decode
+chunks together with the stop strings "\\nObservation" / "\\nThought"), and the text is cut right after
+the first action line."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from agentrm_jax.agents.policies.base import Messages, PolicyStats, _check_args
+from agentrm_jax.agents.prompts import STOP_STRINGS, action_line_complete, cut_after_action, shorten_context
+
+__all__ = ["JaxPolicy"]
+
+
+def _action_sampler(model, tokenizer, max_batch):
+    """A `Sampler` that also stops a row once its action line is complete (so decoding ends right after it)."""
+    from agentrm_jax.sampling.sampler import Sampler
+
+    return Sampler(model, tokenizer, max_batch=max_batch, stop_when=action_line_complete)
+
+
+class JaxPolicy:
+    """Our JAX model as a policy (greedy at temperature 0).
+
+    Contexts too long for the model are cut by `prompts.shorten_context` (the
+    oldest steps, then the worked example) until the prompt fits. Samples use
+    the model's weights as they are at each `sample` call (updates made after
+    construction, adapters added in place included), and a context's samples
+    depend only on (seed, context, sample index), not on the other contexts of
+    the call; a context repeated in one call gets fresh samples (see
+    `sampling.sampler`). `stats.generated_tokens` counts the tokens of each
+    completion up to the newline that ends its action line (or its stop string).
+    """
+
+    def __init__(self, model, tokenizer, *, max_new_tokens: int = 96, max_batch: int = 8, top_p: float = 1.0,
+                 top_k: int = 0, stop: Sequence[str] = STOP_STRINGS):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.sampler = _action_sampler(model, tokenizer, max_batch)
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.top_p, self.top_k = top_p, top_k
+        self.stop = tuple(stop)
+        self.max_positions = int(model.config.max_position_embeddings)
+        self._stats = PolicyStats()
+
+    @classmethod
+    def from_pretrained(cls, path=None, *, dtype: str = "float32", **kwargs) -> JaxPolicy:
+        """Load a model (default: the bundled SmolLM2-135M-Instruct GGUF) and wrap it."""
+        from agentrm_jax.models import bundled_model_path, from_pretrained
+
+        model, tokenizer = from_pretrained(path or bundled_model_path(), dtype=dtype)
+        return cls(model, tokenizer, **kwargs)
+
+    @property
+    def stats(self) -> PolicyStats:
+        s = self.sampler.stats
+        return dataclasses.replace(self._stats, prefills=s.prefill_rows, generated_tokens=s.generated_tokens)
+
+    def _encode(self, context: Messages) -> list[int]:
+        messages = list(context)
+        budget = self.max_positions - self.max_new_tokens
+        while True:
+            ids = self.sampler.encode(messages)
+            if len(ids) <= budget:
+                return ids
+            shorter = shorten_context(messages)  # the oldest step first, then the worked example
+            if shorter is None:
+                raise ValueError(f"the task prompt alone has {len(ids)} tokens; the model allows "
+                                 f"{self.max_positions} positions with max_new_tokens={self.max_new_tokens}")
+            messages = shorter
+
+    def sample(self, contexts: Sequence[Messages], n: int = 1, temperature: float = 0.0,
+               seed: int = 0) -> list[list[str]]:
+        _check_args(contexts, n, temperature)
+        if not contexts:
+            return []
+        ids = [self._encode(c) for c in contexts]
+        rows = self.sampler.generate_ids(ids, max_new_tokens=self.max_new_tokens, temperature=temperature,
+                                         top_p=self.top_p, top_k=self.top_k, n=n, stop=self.stop,
+                                         seed=int(seed) % (2**31))
+        self._stats.calls += 1
+        self._stats.contexts += len(contexts)
+        self._stats.samples += len(contexts) * n
+        self._stats.prompt_tokens += sum(len(i) for i in ids)
+        return [[cut_after_action(c.text) for c in row] for row in rows]
