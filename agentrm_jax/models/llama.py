@@ -17,7 +17,6 @@ mesh axis.
 from __future__ import annotations
 
 import functools
-import math
 
 import flax.struct
 import jax
@@ -26,6 +25,8 @@ import numpy as np
 from flax import nnx
 
 from agentrm_jax.models.config import ModelConfig, rope_inverse_frequencies
+from agentrm_jax.models.dense import dense
+from agentrm_jax.models.lora import adapted_dense
 
 # Finite, so a fully padded row gives a uniform softmax instead of NaN.
 _MASK_VALUE = -1e30
@@ -136,53 +137,6 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Arr
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kv_heads, groups * t, s)
     out = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv_heads, groups, t, dh)
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
-
-
-# At most this many rows, `dense` computes W @ x^T instead of x @ W^T (decode-sized batches).
-SMALL_ROWS = 64
-
-
-def dense(x: jax.Array, w: jax.Array, *, out_dims: int = 1, out_dtype=None) -> jax.Array:
-    """x [..., I] times w [*O, I] (transformers' [out, in] layout) -> [..., *O].
-
-    For few rows (decode) the product is formed as w @ x^T, whose [O, N] output
-    layout makes XLA:CPU stream the weight matrix once at near memory bandwidth;
-    x @ w^T with N <= 64 rows runs about 2x slower there. The barrier stops XLA
-    from folding the final transpose back into the dot (which restores the slow
-    form). Large N (prefill, training) uses the ordinary product.
-    """
-    lead, width = x.shape[:-1], x.shape[-1]
-    out_shape = w.shape[:out_dims]
-    w2 = w.reshape(-1, width)  # [O, I]
-    rows = math.prod(lead)
-    x2 = x.reshape(rows, width)
-    if rows <= SMALL_ROWS:
-        yt = jnp.einsum("oi,ni->on", w2, x2, preferred_element_type=out_dtype)  # [O, N]
-        y = jax.lax.optimization_barrier(yt).T
-    else:
-        y = jnp.einsum("ni,oi->no", x2, w2, preferred_element_type=out_dtype)
-    return y.reshape(*lead, *out_shape)
-
-
-class LoRAParam(nnx.Param):
-    """A low-rank adapter factor (see `models.lora`); a Param subtype so optimizers can select adapters only."""
-
-
-def adapted_dense(module: nnx.Module, name: str, x: jax.Array, w: jax.Array, *, out_dims: int = 1,
-                  dtype=None) -> jax.Array:
-    """`dense(x, w)` plus the LoRA update scale * B(A x) when `module` carries adapters for `name`.
-
-    Adapters live as `{name}_lora_a` [r, in] and `{name}_lora_b` [*out, r]
-    (added by `models.lora.add_lora`); without them this is `dense`.
-    """
-    y = dense(x, w, out_dims=out_dims)
-    a = getattr(module, f"{name}_lora_a", None)
-    if a is None:
-        return y
-    b = getattr(module, f"{name}_lora_b")
-    dtype = dtype or y.dtype
-    low = dense(x, a[...].astype(dtype))
-    return y + module.lora_scale * dense(low, b[...].astype(dtype), out_dims=out_dims)
 
 
 class RMSNorm(nnx.Module):

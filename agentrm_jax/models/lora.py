@@ -2,11 +2,13 @@
 
 W x becomes W x + (alpha / r) * B (A x) with A [r, in] ~ normal(1/sqrt(in)),
 B [*out, r] = 0, so an adapted model starts exactly equal to its base. The
-factors are `LoRAParam` variables (a Param subtype) attached next to the weight
-they adapt; `llama.adapted_dense` applies them. So:
+factors are flax's own `nnx.LoRAParam` variables (a Param subtype), attached
+next to the weight they adapt, so tools that filter on `nnx.LoRAParam` (tunix,
+qwix) find them; `adapted_dense`, which every projection of `llama.py` calls,
+applies them. So:
 
-- train adapters only: differentiate w.r.t. `nnx.All(LoRAParam)` (or
-  `nnx.split(model, LoRAParam, ...)`); the base stays frozen;
+- train adapters only: differentiate w.r.t. `nnx.All(nnx.LoRAParam)` (or
+  `nnx.split(model, nnx.LoRAParam, ...)`); the base stays frozen;
 - the implicit PRM's reference is the same model with the adapters zeroed
   (`rewards.scoring.reference_state`): no second copy of the base weights;
 - `merge_lora` folds the adapters into the base for export.
@@ -19,14 +21,20 @@ module-swapping LoRA library cannot intercept; the adapter math is a few lines.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from agentrm_jax.models.llama import LlamaForCausalLM, LoRAParam
+from agentrm_jax.models.dense import dense
 
-__all__ = ["LORA_TARGETS", "LoRAParam", "add_lora", "has_lora", "lora_param_count", "merge_lora"]
+if TYPE_CHECKING:  # llama.py imports this module for `adapted_dense`
+    from agentrm_jax.models.llama import LlamaForCausalLM
+
+__all__ = ["LORA_TARGETS", "LoRAParam", "adapted_dense", "add_lora", "has_lora", "lora_param_count", "merge_lora"]
+
+LoRAParam = nnx.LoRAParam  # flax's own adapter variable type, under the name our callers use
 
 # name -> (owning block, input logical axis, output logical axes)
 LORA_TARGETS = {
@@ -38,6 +46,23 @@ LORA_TARGETS = {
     "up_proj": ("mlp", "embed", ("mlp",)),
     "down_proj": ("mlp", "mlp", ("embed",)),
 }
+
+
+def adapted_dense(module: nnx.Module, name: str, x: jax.Array, w: jax.Array, *, out_dims: int = 1,
+                  dtype=None) -> jax.Array:
+    """`dense(x, w)` plus the LoRA update scale * B(A x) when `module` carries adapters for `name`.
+
+    Adapters live as `{name}_lora_a` [r, in] and `{name}_lora_b` [*out, r]
+    (added by `models.lora.add_lora`); without them this is `dense`.
+    """
+    y = dense(x, w, out_dims=out_dims)
+    a = getattr(module, f"{name}_lora_a", None)
+    if a is None:
+        return y
+    b = getattr(module, f"{name}_lora_b")
+    dtype = dtype or y.dtype
+    low = dense(x, a[...].astype(dtype))
+    return y + module.lora_scale * dense(low, b[...].astype(dtype), out_dims=out_dims)
 
 
 def _shapes(module: nnx.Module, name: str) -> tuple[tuple[int, ...], int]:
