@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from agentrm_jax.agents.loop import play_lockstep
     from agentrm_jax.records import append_jsonl
     from agentrm_jax.envs import make
-    from agentrm_jax.evaluate.report import wilson_interval
+    from agentrm_jax.evaluate.statistics import wilson_interval
 
     policy = None
     if args.policy != "expert":

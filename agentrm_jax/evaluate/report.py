@@ -5,7 +5,7 @@ The parts live beside it, one concept a file, and their public names are
 re-exported here:
 
     evaluate/summary.py      rows -> Summary (table rows x env columns of Cells; RowKey, summarize)
-    evaluate/statistics.py   Wilson interval of a success rate, t interval of a mean
+    evaluate/statistics.py   Wilson interval of a success rate, t interval of a mean (scipy.stats)
     evaluate/tables.py       the markdown table (render_markdown)
     evaluate/plots.py        the scaling PNGs (plot_scaling; matplotlib imported only there)
 
