@@ -1,7 +1,17 @@
 """Evaluation: an eval config, a resumable runner over envs x methods x seeds, and the report (table + plots)."""
 
-from agentrm_jax.evaluate.config import EvalConfig, Method, parse_methods
-from agentrm_jax.evaluate.runner import Episode, EpisodeRunner, plan_episodes, read_rows, run_eval
+from agentrm_jax.lazy_exports import lazy_exports
 
-__all__ = ["EvalConfig", "Episode", "EpisodeRunner", "Method", "parse_methods", "plan_episodes", "read_rows",
-           "run_eval"]
+# public name -> the submodule that defines it (imported on first use: see lazy_exports)
+_EXPORTS = {
+    "Episode": "runner",
+    "EpisodeRunner": "runner",
+    "EvalConfig": "config",
+    "Method": "config",
+    "parse_methods": "config",
+    "plan_episodes": "runner",
+    "read_rows": "runner",
+    "run_eval": "runner",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

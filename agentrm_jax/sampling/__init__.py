@@ -1,7 +1,16 @@
 """KV-cache sampling: `generate` (text in, text out) and the `Sampler` it wraps."""
 
-from agentrm_jax.sampling.sampler import Completion, Sampler, SamplerStats, compile_counts, generate
-from agentrm_jax.sampling.strategies import SamplingStrategy, select_next
+from agentrm_jax.lazy_exports import lazy_exports
 
-__all__ = ["Completion", "Sampler", "SamplerStats", "SamplingStrategy", "compile_counts", "generate",
-           "select_next"]
+# public name -> the submodule that defines it (imported on first use: see lazy_exports)
+_EXPORTS = {
+    "Completion": "sampler",
+    "Sampler": "sampler",
+    "SamplerStats": "sampler",
+    "SamplingStrategy": "strategies",
+    "compile_counts": "sampler",
+    "generate": "sampler",
+    "select_next": "strategies",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
