@@ -2,68 +2,20 @@
 
     agentrm serve --model PATH --port 8000             our model behind an OpenAI-compatible API
     agentrm play --env maze --seed 3 --policy expert   one episode, printed turn by turn
+
+This module only parses and prints; the env and policy factories live in `agents.factory`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import sys
 import threading
 import time
 
-__all__ = ["make_env", "make_policy", "register"]
-
-
-def make_env(name: str, *, seed: int = 0, split: str = "train", **kwargs):
-    """`envs.make`, importing `agentrm_jax.envs.<name>` first if it has not registered itself yet."""
-    from agentrm_jax.envs import REGISTRY, make
-
-    if name not in REGISTRY:
-        try:
-            importlib.import_module(f"agentrm_jax.envs.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"agentrm_jax.envs.{name}":
-                raise
-    return make(name, seed=seed, split=split, **kwargs)
-
-
-def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0, noise: float = 0.0,
-                max_new_tokens: int = 96, timeout: float = 60.0, api_key_env: str = "OPENAI_API_KEY"):
-    """A policy from its CLI name.
-
-    bundled (our JAX model; `model` names another path), expert / random (built for the task `env` is
-    reset to; `env` is needed only for these two), a model path (an HF directory or a .gguf file, run
-    in-process), or http(s)://URL[#model] (an OpenAI-compatible server; `#model` or `model` names the
-    model, else the server's first).
-    """
-    from pathlib import Path
-
-    from agentrm_jax.agents.policies import JaxPolicy, OpenAIPolicy, RandomPolicy, ScriptedPolicy
-
-    if spec in ("bundled", "jax", "model"):
-        return JaxPolicy.from_pretrained(model, max_new_tokens=max_new_tokens)
-    if spec in ("expert", "random") and env is None:
-        raise ValueError(f"policy {spec!r} is built for one task: pass an env reset to that task")
-    if spec == "expert":
-        return ScriptedPolicy.expert(env, noise=noise, seed=seed)
-    if spec == "random":
-        return RandomPolicy.for_env(env, seed=seed)
-    if spec.startswith(("http://", "https://")):
-        spec, _, named = spec.partition("#")
-        model = model or named or None
-        policy = OpenAIPolicy(spec, model or "default", api_key_env=api_key_env, timeout=timeout,
-                              max_tokens=max_new_tokens)
-        if model is None:  # ask the server which model it serves
-            names = policy.models()
-            policy.model = names[0] if names else "default"
-        return policy
-    if Path(spec).expanduser().exists():
-        return JaxPolicy.from_pretrained(str(Path(spec).expanduser()), max_new_tokens=max_new_tokens)
-    raise ValueError(f"--policy must be bundled, expert, random, an existing model path (HF directory or "
-                     f".gguf) or an http(s):// URL, got {spec!r}")
+__all__ = ["register"]
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -117,6 +69,8 @@ def _policy_label(spec: str, model: str | None) -> str:
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
+    from agentrm_jax.agents import factory  # its factories looked up through the module, so tests can patch them
+
     t_start = time.perf_counter()
     if args.max_turns is not None and args.max_turns < 1:
         raise ValueError(f"--max-turns must be >= 1, got {args.max_turns}")
@@ -124,15 +78,15 @@ def _cmd_play(args: argparse.Namespace) -> int:
         raise ValueError(f"--noise must be in [0, 1], got {args.noise}")
     say = lambda text: print(text, flush=True)  # noqa: E731  every line reaches the user at once
     say(f"agentrm play: {args.env} ({args.split} split), task {args.seed}, policy {_policy_label(args.policy, args.model)}")
-    env = make_env(args.env, seed=args.seed, split=args.split)
+    env = factory.make_env(args.env, seed=args.seed, split=args.split)
     in_process = args.policy not in ("expert", "random") and not args.policy.startswith(("http://", "https://"))
     if args.policy in ("bundled", "jax", "model") and not args.model:
         say(_BUNDLED_NOTE)
     if in_process:
         say("loading the model and its tokenizer (a few seconds; the first run also builds the tokenizer cache) ...")
     t0 = time.perf_counter()
-    policy = make_policy(args.policy, env, model=args.model, seed=args.seed, noise=args.noise,
-                         max_new_tokens=args.max_new_tokens, timeout=args.timeout)
+    policy = factory.make_policy(args.policy, env, model=args.model, seed=args.seed, noise=args.noise,
+                                 max_new_tokens=args.max_new_tokens, timeout=args.timeout)
     t_load = time.perf_counter() - t0
     if in_process:
         say(f"loaded in {t_load:.1f} s")

@@ -192,7 +192,7 @@ class EpisodeRunner:
         self._policy, self._rm = policy, rm
 
     def policy_for(self, env: str, seed: int):
-        from agentrm_jax.agents.commands import make_policy
+        from agentrm_jax.agents.factory import make_policy
 
         cfg = self.cfg
         if self._policy is not None:

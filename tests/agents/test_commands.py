@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from agentrm_jax.agents import commands
-from agentrm_jax.agents.commands import make_env, make_policy, register
+from agentrm_jax.agents import commands, factory
+from agentrm_jax.agents.commands import register
+from agentrm_jax.agents.factory import make_env, make_policy
 from agentrm_jax.agents.policies import OpenAIPolicy, RandomPolicy, ScriptedPolicy
 
 
@@ -79,7 +80,7 @@ def test_play_summary_says_when_one_action_repeats(monkeypatch, capsys):
     env = make_env("maze", seed=3)
     wall = next(d for d in ("north", "south", "east", "west")
                 if env.step(f"move {d}")[0].startswith("You bump") or env.reset(3) is None)
-    monkeypatch.setattr(commands, "make_policy", lambda *a, **k: ScriptedPolicy([f"move {wall}"] * 10))
+    monkeypatch.setattr(factory, "make_policy", lambda *a, **k: ScriptedPolicy([f"move {wall}"] * 10))
     assert _run(["play", "--env", "maze", "--seed", "3", "--policy", "random", "--max-turns", "3"]) == 0
     rows = _summary(capsys.readouterr().out)
     assert rows["actions"] == "1 distinct of 3, one action repeated every turn"
@@ -177,7 +178,8 @@ def test_serve_starts_and_stops_cleanly(monkeypatch, capsys):
 
 
 def test_commands_module_exports():
-    assert set(commands.__all__) == {"make_env", "make_policy", "register"}
+    assert set(commands.__all__) == {"register"}
+    assert set(factory.__all__) == {"make_env", "make_policy"}
 
 
 @pytest.mark.real_model

@@ -1,0 +1,58 @@
+"""Factories the CLI and the evaluator share: `make_env` (an environment by name, importing its module on
+first use) and `make_policy` (a policy from its CLI name: bundled, expert, random, a model path or an
+OpenAI-compatible URL). Heavy parts (jax, the models) are imported only when a factory runs."""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["make_env", "make_policy"]
+
+
+def make_env(name: str, *, seed: int = 0, split: str = "train", **kwargs):
+    """`envs.make`, importing `agentrm_jax.envs.<name>` first if it has not registered itself yet."""
+    from agentrm_jax.envs import REGISTRY, make
+
+    if name not in REGISTRY:
+        try:
+            importlib.import_module(f"agentrm_jax.envs.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"agentrm_jax.envs.{name}":
+                raise
+    return make(name, seed=seed, split=split, **kwargs)
+
+
+def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0, noise: float = 0.0,
+                max_new_tokens: int = 96, timeout: float = 60.0, api_key_env: str = "OPENAI_API_KEY"):
+    """A policy from its CLI name.
+
+    bundled (our JAX model; `model` names another path), expert / random (built for the task `env` is
+    reset to; `env` is needed only for these two), a model path (an HF directory or a .gguf file, run
+    in-process), or http(s)://URL[#model] (an OpenAI-compatible server; `#model` or `model` names the
+    model, else the server's first).
+    """
+    from pathlib import Path
+
+    from agentrm_jax.agents.policies import JaxPolicy, OpenAIPolicy, RandomPolicy, ScriptedPolicy
+
+    if spec in ("bundled", "jax", "model"):
+        return JaxPolicy.from_pretrained(model, max_new_tokens=max_new_tokens)
+    if spec in ("expert", "random") and env is None:
+        raise ValueError(f"policy {spec!r} is built for one task: pass an env reset to that task")
+    if spec == "expert":
+        return ScriptedPolicy.expert(env, noise=noise, seed=seed)
+    if spec == "random":
+        return RandomPolicy.for_env(env, seed=seed)
+    if spec.startswith(("http://", "https://")):
+        spec, _, named = spec.partition("#")
+        model = model or named or None
+        policy = OpenAIPolicy(spec, model or "default", api_key_env=api_key_env, timeout=timeout,
+                              max_tokens=max_new_tokens)
+        if model is None:  # ask the server which model it serves
+            names = policy.models()
+            policy.model = names[0] if names else "default"
+        return policy
+    if Path(spec).expanduser().exists():
+        return JaxPolicy.from_pretrained(str(Path(spec).expanduser()), max_new_tokens=max_new_tokens)
+    raise ValueError(f"--policy must be bundled, expert, random, an existing model path (HF directory or "
+                     f".gguf) or an http(s):// URL, got {spec!r}")
