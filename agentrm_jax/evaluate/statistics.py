@@ -24,15 +24,12 @@ def wilson_interval(successes: int, n: int, confidence_level: float = 0.95) -> t
 
 
 def t_quantile_975(df: int) -> float:
-    """Student t 0.975 quantile (`scipy.stats.t.ppf`) to 3 decimals, as printed t tables give it; nan for df < 1.
-
-    Rounded so the values stay those of the 3-decimal table the report used before (12.706 at df = 1).
-    """
+    """Student t 0.975 quantile (`scipy.stats.t.ppf`, exact: 12.7062 at df = 1); nan for df < 1."""
     if df < 1:
         return math.nan
     from scipy.stats import t
 
-    return round(float(t.ppf(0.975, df)), 3)
+    return float(t.ppf(0.975, df))
 
 
 def t_interval(values: list[float]) -> tuple[float, float]:

@@ -33,10 +33,10 @@ def test_wilson_and_t_intervals_match_known_values():
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
     assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
-    assert t_quantile_975(1) == pytest.approx(12.706) and t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
+    assert t_quantile_975(1) == pytest.approx(12.7062047) and t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
     assert t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
     mean, half = t_interval([0.0, 1.0])
-    assert mean == 0.5 and half == pytest.approx(12.706 * math.sqrt(0.5 / 2))
+    assert mean == 0.5 and half == pytest.approx(12.7062047 * math.sqrt(0.5 / 2))
     assert math.isnan(t_interval([0.3])[1])
 
 
