@@ -7,7 +7,7 @@ import sys
 
 from agentrm_jax.training.config import MeshShape, TrainConfig
 
-# flag -> TrainConfig field
+# flag -> TrainConfig field, by flat name (`training.config`: lr is optimizer.lr)
 _OVERRIDES = {"model": "model", "data": "train", "eval_data": "eval", "kind": "kind", "steps": "steps",
               "epochs": "epochs", "batch_size": "batch_size", "mesh": "mesh", "out": "out", "seed": "seed",
               "save_every": "save_every", "lr": "lr", "finetune": "finetune", "precision": "precision",
@@ -63,22 +63,22 @@ def register(subparsers) -> None:
                     "grain data pipeline, AdamW with warmup + cosine, LoRA / full / head-only fine-tuning, orbax "
                     "checkpoints, metrics.jsonl and eval metrics in the run directory. Rerunning the same command "
                     "resumes from the latest checkpoint. Flags override the config's keys (see "
-                    "configs/train_cpu.yaml; every key is documented in agentrm_jax/training/config.py). Example: "
-                    "agentrm train --config configs/train_cpu.yaml --steps 20 --out runs/try")
+                    "configs/train_cpu.yaml; every key is documented in agentrm_jax/training/config.py and "
+                    "sections.py). Example: agentrm train --config configs/train_cpu.yaml --steps 20 --out runs/try")
     tr.add_argument("--config", help="YAML train config")
     tr.add_argument("--model", help="backbone: bundled | HF_DIR | FILE.gguf (overrides model)")
-    tr.add_argument("--data", help="training records, JSONL (overrides train)")
-    tr.add_argument("--eval-data", help="evaluation records, JSONL (overrides eval)")
+    tr.add_argument("--data", help="training records, JSONL (overrides data.train)")
+    tr.add_argument("--eval-data", help="evaluation records, JSONL (overrides data.eval)")
     tr.add_argument("--kind", choices=["explicit", "implicit", "pairwise"], help="reward model kind (overrides kind)")
     tr.add_argument("--target", choices=["value", "progress", "success"],
-                    help="record field holding the target / label (overrides target)")
+                    help="record field holding the target / label (overrides data.target)")
     tr.add_argument("--finetune", choices=["lora", "full", "head"], help="what is trained (overrides finetune)")
     tr.add_argument("--steps", type=int, help="optimizer steps (overrides steps and epochs)")
     tr.add_argument("--epochs", type=float, help="passes over the data (overrides steps and epochs)")
-    tr.add_argument("--batch-size", type=int, help="records per step over all devices (overrides batch_size)")
-    tr.add_argument("--grad-accum", type=int, help="micro-batches per step (overrides grad_accum)")
-    tr.add_argument("--max-length", type=int, help="tokens per trajectory at most (overrides max_length)")
-    tr.add_argument("--lr", type=float, help="peak learning rate (overrides lr)")
+    tr.add_argument("--batch-size", type=int, help="records per step over all devices (overrides data.batch_size)")
+    tr.add_argument("--grad-accum", type=int, help="micro-batches per step (overrides optimizer.grad_accum)")
+    tr.add_argument("--max-length", type=int, help="tokens per trajectory at most (overrides data.max_length)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (overrides optimizer.lr)")
     tr.add_argument("--precision", choices=["float32", "bf16"], help="compute precision (overrides precision)")
     tr.add_argument("--mesh", type=MeshShape.parse,
                     help="device mesh, e.g. data=1,fsdp=8,tensor=1; the product must equal the device count")
@@ -88,7 +88,7 @@ def register(subparsers) -> None:
                     help="start over: delete the run's checkpoints/, metrics.jsonl and train_config.json in --out "
                          "(other files there are kept) instead of resuming or refusing")
     tr.add_argument("--seed", type=int, help="initialisation and data-order seed (overrides seed)")
-    tr.add_argument("--save-every", type=int, help="checkpoint every N steps (overrides save_every)")
+    tr.add_argument("--save-every", type=int, help="checkpoint every N steps (overrides outputs.save_every)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train)
 

@@ -10,6 +10,9 @@ Three RM kinds read two record types (see `agentrm_jax.records`):
 (true -> 1.0, false -> 0.0). A record without it is an error naming
 file:line and the field: nothing is dropped silently.
 
+`DataConfig` (defined in `training.sections`, re-exported here) is the data section of a
+`TrainConfig` (`config.data`), which every function here takes whole.
+
 Examples (`load_examples`; every record parsed and rendered once, eagerly).
 A *row* is one rendered trajectory:
 
@@ -64,85 +67,25 @@ import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grain
 import numpy as np
 
+from agentrm_jax.models.buckets import bucket_length
 from agentrm_jax.records import RecordError, Trajectory, iter_jsonl_lines
 from agentrm_jax.rewards.rendering import render_for_rm
-from agentrm_jax.models.buckets import bucket_length
+from agentrm_jax.training.sections import KINDS, TARGETS, DataConfig
 
 __all__ = ["KINDS", "TARGETS", "DataConfig", "TrainBatches", "collate", "eval_batches", "length_report",
            "load_examples", "num_eval_batches"]
 
-KINDS = ("explicit", "implicit", "pairwise")
-TARGETS = ("value", "progress", "success")
-_DEFAULT_TARGET = {"explicit": "value", "implicit": "success", "pairwise": None}
 _BATCH_KEYS = ("input_ids", "attention_mask", "agent_mask", "target_index", "targets", "labels", "weights")
 
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """What the trainer reads and how it batches it.
-
-    kind: one of KINDS. train / eval: JSONL paths (eval optional).
-    target: the record field holding the regression target (explicit) or outcome
-      label (implicit): "value", "progress" or "success"; None = "value" for
-      explicit, "success" for implicit; ignored for pairwise.
-    batch_size: GLOBAL batch in records (pairwise: pairs, the array batch is 2x).
-    max_length: token budget per rendered trajectory (see `render_for_rm`).
-    min_length_bucket: the smallest padded length L.
-    seed: shuffle seed, an integer in [0, 2**32).
-    """
-
-    kind: str
-    train: str
-    eval: str | None = None
-    target: str | None = None
-    batch_size: int = 8
-    max_length: int = 1024
-    min_length_bucket: int = 32
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"DataConfig.kind must be one of {KINDS}, got {self.kind!r}")
-        for name in ("train", "eval"):
-            value = getattr(self, name)
-            if value is None and name == "eval":
-                continue
-            if isinstance(value, os.PathLike):
-                object.__setattr__(self, name, os.fspath(value))
-            elif not isinstance(value, str) or not value:
-                raise ValueError(f"DataConfig.{name} must be a JSONL file path, got {value!r}")
-        if self.target is not None and self.target not in TARGETS:
-            raise ValueError(f"DataConfig.target must be one of {TARGETS} or None (the kind's default), "
-                             f"got {self.target!r}")
-        checks = (("batch_size", 1, None), ("max_length", 8, None), ("min_length_bucket", 1, None),
-                  ("seed", 0, 2**32 - 1))
-        for name, lo, hi in checks:
-            value = getattr(self, name)
-            if not _is_int(value) or value < lo or (hi is not None and value > hi):
-                bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-                raise ValueError(f"DataConfig.{name} must be an integer {bound}, got {value!r}")
-
-    @property
-    def target_field(self) -> str | None:
-        """The record field read as target / label (None for pairwise)."""
-        if self.kind == "pairwise":
-            return None
-        return self.target or _DEFAULT_TARGET[self.kind]
-
-    @property
-    def rows_per_example(self) -> int:
-        return 2 if self.kind == "pairwise" else 1
 
 
 # ------------------------------------------------------------------------------------------- loading

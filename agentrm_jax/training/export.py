@@ -123,10 +123,10 @@ def _write(model, config: TrainConfig, meta: dict, tokenizer, out: Path) -> None
         tokenizer.save_pretrained(str(out))
         reference = str(resolve_model_path(config.model))
         (out / RM_METADATA).write_text(json.dumps(
-            {"format_version": 1, "kind": "implicit", "beta": config.beta, "reference": reference, **extra},
+            {"format_version": 1, "kind": "implicit", "beta": config.objective.beta, "reference": reference, **extra},
             indent=2))
         return
     if has_lora(model.backbone):
         merge_lora(model.backbone)
-    loss = config.loss if config.kind == "explicit" else "mse"  # a BT-trained head outputs an unbounded score
+    loss = config.objective.loss if config.kind == "explicit" else "mse"  # a BT-trained head outputs an unbounded score
     save_value_model(model, out, loss=loss, tokenizer=tokenizer, extra={"kind": config.kind, **extra})

@@ -30,12 +30,15 @@ LEGACY_TRAIN_CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 
-# Keys every TrainConfig.to_dict() has; a transformers config.json has none of them.
-_TRAIN_CONFIG_KEYS = frozenset({"kind", "finetune", "train", "out", "save_every"})
+# Top-level keys every TrainConfig dict has, in the nested layout of `TrainConfig.to_dict()` or the flat
+# one of older runs; a transformers config.json has none of them.
+_TRAIN_CONFIG_KEYS = (frozenset({"kind", "finetune", "out", "data", "outputs"}),
+                      frozenset({"kind", "finetune", "out", "train", "save_every"}))
 
 
 def _is_train_config(data) -> bool:
-    return isinstance(data, dict) and _TRAIN_CONFIG_KEYS <= data.keys() and "model_type" not in data
+    return (isinstance(data, dict) and "model_type" not in data
+            and any(keys <= data.keys() for keys in _TRAIN_CONFIG_KEYS))
 
 
 def _read_json(path: Path):

@@ -126,9 +126,9 @@ def _resume_job(root: Path, model: Path, data: Path) -> dict:
     configs = {}
     for name in ("killed", "uninterrupted"):
         configs[name] = write_yaml(root / f"{name}.yaml", dict(
-            model=str(model), kind="explicit", finetune="lora", lora_rank=2, train=str(data), steps=5,
-            batch_size=4, lr=1e-2, warmup_steps=1, max_length=64, save_every=1, log_every=1,
-            out=str(root / name)))
+            model=str(model), kind="explicit", finetune="lora", steps=5, out=str(root / name),
+            data=dict(train=str(data), batch_size=4, max_length=64), lora=dict(rank=2),
+            optimizer=dict(lr=1e-2, warmup_steps=1), outputs=dict(save_every=1, log_every=1)))
     metrics = root / "killed" / "metrics.jsonl"
     first = subprocess.Popen(_train_command(configs["killed"]), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
@@ -233,14 +233,15 @@ def test_a_malformed_record_names_the_file_and_line(files, bundled_tokenizer):
 
 def test_an_unknown_yaml_key_names_the_file_and_line(files):
     path = files["root"] / "typo.yaml"
-    path.write_text(f"train: {files['trajectories']}\nsteps: 2\nlearning_rate: 0.1\n")
-    with pytest.raises(ValueError, match=re.escape(f"{path}:3: unknown key 'learning_rate'")):
+    path.write_text(f"data:\n  train: {files['trajectories']}\nsteps: 2\noptimizer:\n  learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}:5: unknown key 'learning_rate'")):
         TrainConfig.from_yaml(path)
 
 
 def test_a_yaml_exponent_without_a_dot_is_a_number(files):
     path = files["root"] / "exponent.yaml"
-    path.write_text(f"train: {files['trajectories']}\nlr: 1e-4\nbeta: 5e-2\n")  # PyYAML reads these as strings
+    # PyYAML reads these as strings
+    path.write_text(f"data:\n  train: {files['trajectories']}\noptimizer:\n  lr: 1e-4\nobjective:\n  beta: 5e-2\n")
     loaded = TrainConfig.from_yaml(path)
     assert (loaded.lr, loaded.beta) == (1e-4, 5e-2)
 
@@ -316,8 +317,9 @@ def test_the_cli_reports_a_non_finite_loss(files, capsys):
 
     # lr 1e30 in YAML: PyYAML reads it as the string "1e+30"; the config takes it as a number
     path = write_yaml(files["root"] / "nan.yaml", dict(
-        model=str(files["model"]), kind="explicit", finetune="head", train=str(files["trajectories"]), steps=4,
-        batch_size=8, lr=1e30, warmup_steps=0, max_length=64, save_every=1, out=str(files["root"] / "nan_cli")))
+        model=str(files["model"]), kind="explicit", finetune="head", steps=4, out=str(files["root"] / "nan_cli"),
+        data=dict(train=str(files["trajectories"]), batch_size=8, max_length=64),
+        optimizer=dict(lr=1e30, warmup_steps=0), outputs=dict(save_every=1)))
     code = main(["train", "--config", str(path), "--no-progress"])
     stderr = capsys.readouterr().err
     assert code not in (0, None), stderr
