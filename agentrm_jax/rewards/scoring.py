@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -127,6 +127,8 @@ class BatchedScorer:
     `fn` receives the dict of `pad_batch` as device arrays and must be
     row-independent. Results come back in input order as float32 numpy; a
     step is NaN where its `steps_at` index (a `RenderedTrajectory` field) is -1.
+    `run_batches` does the bucketing, padding and running alone, for rows
+    rendered elsewhere and any per-row outputs (the logit judge's prompts).
     """
 
     def __init__(self, tokenizer, config: ScoringConfig = ScoringConfig()):
@@ -148,6 +150,24 @@ class BatchedScorer:
         if not trajectories:
             return scores, per_step
         rendered = self.render(trajectories)
+        for idx, (batch_scores, batch_steps) in self.run_batches(rendered, fn):
+            for row, i in enumerate(idx):
+                scores[i] = batch_scores[row]
+                s = rendered[i].step_ends.shape[0]
+                steps = np.asarray(batch_steps[row, :s], np.float32).copy()
+                steps[getattr(rendered[i], steps_at) < 0] = np.nan
+                per_step[i] = steps
+        return scores, per_step
+
+    def run_batches(self, rendered: Sequence[RenderedTrajectory], fn: Callable[[dict], Any]
+                    ) -> Iterator[tuple[np.ndarray, Any]]:
+        """Sorts already-rendered rows by length, batches, pads and runs `fn` on each batch (see `run`).
+
+        Yields, batch by batch, the indices into `rendered` of its rows and
+        fn's outputs fetched to the host; output rows past len(indices) are
+        filler. `run` reads (scores [B], step_scores [B, S]) from them; other
+        callers (the logit judge) may return any per-row arrays.
+        """
         batches = plan_batches([r.length for r in rendered], self.config.batch_size)
         if self.config.progress:
             from tqdm.auto import tqdm
@@ -161,14 +181,7 @@ class BatchedScorer:
             arrays = pad_batch(group, **shape)
             self.tokens_scored += sum(r.length for r in group)
             self.tokens_padded += shape["batch"] * shape["length"]
-            batch_scores, batch_steps = jax.device_get(fn({k: jnp.asarray(v) for k, v in arrays.items()}))
-            for row, i in enumerate(idx):
-                scores[i] = batch_scores[row]
-                s = rendered[i].step_ends.shape[0]
-                steps = np.asarray(batch_steps[row, :s], np.float32).copy()
-                steps[getattr(rendered[i], steps_at) < 0] = np.nan
-                per_step[i] = steps
-        return scores, per_step
+            yield idx, jax.device_get(fn({k: jnp.asarray(v) for k, v in arrays.items()}))
 
 
 # --------------------------------------------------------------------------------------- explicit

@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from agentrm_jax.models.buckets import next_power_of_two
 from agentrm_jax.records import Trajectory
+from agentrm_jax.rewards.rendering import RenderedTrajectory
+from agentrm_jax.rewards.scoring import BatchedScorer, ScoringConfig
 from agentrm_jax.rewards.judge.common import all_prefixes, as_list, split_by_counts
 from agentrm_jax.rewards.judge.transcripts import DEFAULT_LOGIT_QUESTION, LOGIT_TEMPLATE, Messages, render_transcript
 
@@ -34,6 +35,13 @@ def _yes_no_batch(graphdef, state, ids, mask, last_index, yes_ids, no_ids):
     lse_yes = jax.nn.logsumexp(logp[:, yes_ids], axis=-1)
     lse_no = jax.nn.logsumexp(logp[:, no_ids], axis=-1)
     return jax.nn.sigmoid(lse_yes - lse_no), jnp.exp(jnp.logaddexp(lse_yes, lse_no))
+
+
+def _prompt_row(ids: list[int]) -> RenderedTrajectory:
+    """A judge prompt as a `BatchedScorer` row: its tokens, no steps, no agent tokens."""
+    none = np.zeros((0,), np.int32)
+    return RenderedTrajectory(input_ids=np.asarray(ids, np.int32), agent_mask=np.zeros((len(ids),), bool),
+                              step_ends=none, step_starts=none, prefix_ends=none)
 
 
 def compile_counts() -> dict[str, int]:
@@ -71,10 +79,11 @@ class LogitJudge:
     much of the distribution the answer tokens got: low = the model wanted to
     say something else).
 
-    Batching as in `rewards.scoring`: sorted by length, batches of at most
-    batch_size, padded to power-of-two shapes, right-padded rows, so a score
-    does not depend on its batch-mates (1e-5 in float32). Prompts longer than
-    max_length tokens drop their oldest steps first.
+    Batching is `rewards.scoring.BatchedScorer`'s (`self.scorer`): sorted by
+    length, batches of at most batch_size, padded to bucketed shapes
+    (`models.buckets.bucket_length`), right-padded rows, so a score does not
+    depend on its batch-mates (1e-5 in float32). Prompts longer than
+    max_length tokens drop their oldest steps first (`encode`).
     """
 
     kind = "judge"
@@ -88,15 +97,32 @@ class LogitJudge:
         if "{transcript}" not in template:
             raise ValueError("template must contain '{transcript}'")
         self.model, self.tokenizer, self.question = model, tokenizer, question
-        self.batch_size, self.max_length, self.min_length_bucket = batch_size, max_length, min_length_bucket
+        self.max_length = max_length
+        # the judge fits its prompts to max_length itself (`encode`); the scorer buckets, pads and runs them
+        self.scorer = BatchedScorer(tokenizer, ScoringConfig(batch_size=batch_size, max_length=None,
+                                                             min_length_bucket=min_length_bucket))
         self.max_steps_shown, self.max_field_chars, self.template = max_steps_shown, max_field_chars, template
         self.yes_ids = answer_token_ids(tokenizer, yes_words)
         self.no_ids = answer_token_ids(tokenizer, no_words)
         if set(self.yes_ids) & set(self.no_ids):
             raise ValueError(f"yes and no answers share tokens: {set(self.yes_ids) & set(self.no_ids)}")
         self.last_answer_mass = np.zeros((0,), np.float32)
-        self.tokens_scored = 0
         self.truncated = 0
+
+    @property
+    def batch_size(self) -> int:
+        """Most prompts per forward pass."""
+        return self.scorer.config.batch_size
+
+    @property
+    def min_length_bucket(self) -> int:
+        """The smallest padded prompt length."""
+        return self.scorer.config.min_length_bucket
+
+    @property
+    def tokens_scored(self) -> int:
+        """Real prompt tokens run through the model over the judge's lifetime."""
+        return self.scorer.tokens_scored
 
     def messages(self, trajectory: Trajectory, *, first_step: int = 0) -> Messages:
         transcript = render_transcript(trajectory, max_steps_shown=self.max_steps_shown, first_step=first_step,
@@ -133,24 +159,14 @@ class LogitJudge:
         if self.truncated > truncated_before:
             warnings.warn(f"{self.truncated - truncated_before} of {n} judge prompts exceeded max_length="
                           f"{self.max_length} tokens; their oldest steps were left out", stacklevel=3)
-        graphdef, state = nnx.split(self.model)
+        graphdef, state = nnx.split(self.model)  # picks up weights changed since construction
         yes, no = jnp.asarray(self.yes_ids, jnp.int32), jnp.asarray(self.no_ids, jnp.int32)
-        order = np.argsort(-np.asarray([len(e) for e in encoded]), kind="stable")
-        for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            rows = min(next_power_of_two(len(idx)), self.batch_size)
-            length = next_power_of_two(max(len(encoded[i]) for i in idx), self.min_length_bucket)
-            ids = np.zeros((rows, length), np.int32)
-            mask = np.zeros((rows, length), bool)
-            mask[:, 0] = True  # filler rows hold one token so no row is fully masked
-            last = np.zeros((rows,), np.int32)
-            for r, i in enumerate(idx):
-                ids[r, :len(encoded[i])] = encoded[i]
-                mask[r, :len(encoded[i])] = True
-                last[r] = len(encoded[i]) - 1
-            self.tokens_scored += int(sum(len(encoded[i]) for i in idx))
-            p, m = jax.device_get(_yes_no_batch(graphdef, state, jnp.asarray(ids), jnp.asarray(mask),
-                                                jnp.asarray(last), yes, no))
+
+        def batch(arrays):
+            return _yes_no_batch(graphdef, state, arrays["input_ids"], arrays["attention_mask"],
+                                 arrays["last_index"], yes, no)
+
+        for idx, (p, m) in self.scorer.run_batches([_prompt_row(e) for e in encoded], batch):
             probs[idx] = p[:len(idx)]
             mass[idx] = m[:len(idx)]
         self.last_answer_mass = mass
