@@ -26,19 +26,31 @@ shown. Reply parsing is in `parsing.py`; `JudgeRecord` and the helpers the
 judges share in `common.py`.
 """
 
-from agentrm_jax.rewards.judge.common import JudgeRecord
-from agentrm_jax.rewards.judge.listwise import ListwiseJudge
-from agentrm_jax.rewards.judge.logit import LogitJudge, compile_counts
-from agentrm_jax.rewards.judge.parsing import parse_choice, parse_score
-from agentrm_jax.rewards.judge.pointwise import PointwiseJudge
-from agentrm_jax.rewards.judge.transcripts import DEFAULT_LOGIT_QUESTION, render_transcript
+from agentrm_jax.lazy_exports import lazy_exports
 
-# importable from here as before, though not in __all__
-from agentrm_jax.rewards.judge.logit import NO_WORDS, YES_WORDS, answer_token_ids  # noqa: F401
-from agentrm_jax.rewards.judge.transcripts import (LISTWISE_TEMPLATE, LOGIT_TEMPLATE,  # noqa: F401
-                                                   POINTWISE_TEMPLATE, Messages)
-
+# public name -> the submodule that defines it (imported on first use, so the parsers and the
+# sampling judges do not pull in jax: see lazy_exports)
+_EXPORTS = {
+    "DEFAULT_LOGIT_QUESTION": "transcripts",
+    "JudgeRecord": "common",
+    "ListwiseJudge": "listwise",
+    "LogitJudge": "logit",
+    "PointwiseJudge": "pointwise",
+    "compile_counts": "logit",
+    "parse_choice": "parsing",
+    "parse_score": "parsing",
+    "render_transcript": "transcripts",
+    # importable from here as before, though not in __all__
+    "LISTWISE_TEMPLATE": "transcripts",
+    "LOGIT_TEMPLATE": "transcripts",
+    "Messages": "transcripts",
+    "NO_WORDS": "logit",
+    "POINTWISE_TEMPLATE": "transcripts",
+    "YES_WORDS": "logit",
+    "answer_token_ids": "logit",
+}
 __all__ = [
     "DEFAULT_LOGIT_QUESTION", "JudgeRecord", "ListwiseJudge", "LogitJudge", "PointwiseJudge",
     "compile_counts", "parse_choice", "parse_score", "render_transcript",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
