@@ -96,6 +96,7 @@ class ListwiseJudge:
 
     @property
     def parse_rate(self) -> float:
+        """Share of replies (over the judge's lifetime) that named a valid candidate."""
         return 1.0 - self.failures / self.samples if self.samples else math.nan
 
     @staticmethod

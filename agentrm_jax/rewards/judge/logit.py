@@ -125,6 +125,7 @@ class LogitJudge:
         return self.scorer.tokens_scored
 
     def messages(self, trajectory: Trajectory, *, first_step: int = 0) -> Messages:
+        """The one user turn the judge gets: the transcript from `first_step` on, then the question."""
         transcript = render_transcript(trajectory, max_steps_shown=self.max_steps_shown, first_step=first_step,
                                        max_field_chars=self.max_field_chars)
         prompt = self.template.replace("{transcript}", transcript).replace("{question}", self.question)
