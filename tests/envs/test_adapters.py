@@ -40,8 +40,8 @@ def test_webshop_missing_data(monkeypatch, tmp_path):
 
 def test_webshop_splits():
     cat = shop().catalogue
-    train = {g["instruction"] for g in cat.splits["train"]}
-    test = {g["instruction"] for g in cat.splits["test"]}
+    train = {g.instruction for g in cat.splits["train"]}
+    test = {g.instruction for g in cat.splits["test"]}
     assert len(train) == 9 and len(test) == 2 and not train & test
     assert shop(3).instruction == shop(3).instruction
     assert {shop(s, "test").instruction for s in range(2)} == test
