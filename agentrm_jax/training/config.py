@@ -196,7 +196,7 @@ class TrainConfig:
         cls = _SECTIONS[name]
         if given is None:
             if name == "data":
-                if not changes.get("train") and not isinstance(changes.get("train"), os.PathLike):
+                if not changes.get("train"):
                     raise ValueError("TrainConfig.train must name a JSONL file of training records (--data PATH)")
                 changes = {"kind": "explicit", **changes}
             return cls(**changes)
@@ -342,7 +342,9 @@ class TrainConfig:
 def _names(message: str, flat: str) -> bool:
     """Whether an error message is about the field of flat name `flat`."""
     section, name = _FLAT[flat]
-    spellings = [f"TrainConfig.{flat} ", f"TrainConfig.{section}.{name} "]
+    spellings = [f"TrainConfig.{flat} "]
+    if section is not None:
+        spellings.append(f"TrainConfig.{section}.{name} ")
     if section == "data":
         spellings.append(f"DataConfig.{name} ")
     return any(s in message for s in spellings) or message.startswith(flat)
