@@ -216,13 +216,15 @@ class GeneratedCatalogue(Catalogue):
     def goal(self, split: str, seed: int) -> Goal:
         """A goal of `split` (see `request_split`), drawn with `task_seed("shop", split, seed)`."""
         rng = random.Random(f"{task_seed('shop', split, seed)}/{self.seed}/{self.products_per_type}")
-        while True:  # a fifth of requests are test ones: about 5 draws for test, 1.25 for train
+        for _ in range(10_000):  # a fifth of requests are test ones: about 5 draws for test, 1.25 for train
             target = self.products[rng.choice(self._ids)]
             k = rng.choice([1, 1, 2, 2, 3]) if len(target.attributes) >= 3 else rng.randint(1, 2)
             attributes = tuple(rng.sample(target.attributes, k))
             options = tuple(rng.choice(values) for _, values in target.options if rng.random() < 0.8)
             if request_split(target.query, attributes, options) == split:
                 break
+        else:  # pragma: no cover - would need a broken request_split
+            raise RuntimeError(f"shop: no {split} request found for task {seed}")
         upper = price_cap(target.price, rng)
         return Goal(target=target.id, instruction=_phrase(self.types[target.id], attributes, options, upper, rng),
                     attributes=attributes, options=options, price_upper=float(upper))
