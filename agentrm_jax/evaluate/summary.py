@@ -4,10 +4,12 @@ Table rows (`RowKey`) are methods with their sizes ("greedy", "best_of_n N=4",
 "beam 2x2") plus two rows per Best-of-N size taken from the same samples'
 baselines: "random pick N=4" (what N samples give without an RM) and
 "pass@N=4 (oracle)" (any of the N succeeded: the ceiling of any scorer).
-Columns are envs, held-in ones first, then held-out (the env registry's
-`role`), then averages. A cell holds the successes and progress values over
-task seeds; its success rate has a 95% Wilson interval and its mean progress a
-95% t interval (`evaluate.statistics`).
+Columns are envs, held-in ones first, then held-out (the role the task split
+gives them, configs/tasks/agentrm_split.yaml via `envs.split.load_split`, or
+the env registry's `role` for an env the split does not name), then averages.
+A cell holds the successes and progress values over task seeds; its success
+rate has a 95% Wilson interval and its mean progress a 95% t interval
+(`evaluate.statistics`).
 
 Best-of-N rows also carry figures for their first n samples (n = powers of
 two below N; `search.best_of_n`), which are distributed as a Best-of-n run's.
@@ -24,9 +26,12 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentrm_jax.evaluate.statistics import t_interval, wilson_interval
+
+if TYPE_CHECKING:
+    from agentrm_jax.envs.split import TaskSplit
 
 __all__ = ["KINDS", "Cell", "RowKey", "Summary", "summarize"]
 
@@ -125,11 +130,19 @@ class Summary:
     derived_from: dict[RowKey, tuple[int, ...]] = field(default_factory=dict)
 
 
-def _role(env: str) -> str:
+def _roles(envs: set[str], split: TaskSplit | None) -> dict[str, str]:
+    """Each env's role: the split's (the default split file where `split` is None and the file exists),
+    else the registry's, else "unknown"."""
     from agentrm_jax.envs import REGISTRY
+    from agentrm_jax.envs.split import DEFAULT_SPLIT, load_split
 
-    spec = REGISTRY.get(env)
-    return spec.role if spec is not None else "unknown"
+    if split is None and DEFAULT_SPLIT.exists():
+        split = load_split()
+    roles = {}
+    for env in envs:
+        spec = REGISTRY.get(env)
+        roles[env] = (split.role(env) if split is not None else None) or (spec.role if spec else "unknown")
+    return roles
 
 
 def _num(x: Any) -> float:
@@ -145,8 +158,11 @@ def _sort_key(row: dict[str, Any]) -> tuple:
             str(row.get("key", "")))
 
 
-def summarize(rows: list[dict[str, Any]], *, source: str = "") -> Summary:
-    """Group eval rows into table rows x env columns (see the module docstring)."""
+def summarize(rows: list[dict[str, Any]], *, source: str = "", split: TaskSplit | None = None) -> Summary:
+    """Group eval rows into table rows x env columns (see the module docstring).
+
+    split: where held-in / held-out roles come from (None: configs/tasks/agentrm_split.yaml if present).
+    """
     rows = sorted((r for r in rows if r.get("method") in ("greedy", "best_of_n", "beam")), key=_sort_key)
     contexts = sorted({(str(r.get("policy", "")), str(r.get("split", ""))) for r in rows})
     multi_context = len(contexts) > 1
@@ -205,7 +221,7 @@ def summarize(rows: list[dict[str, Any]], *, source: str = "") -> Summary:
         derived_from[key].add(n)
 
     envs_present = {env for _, env in cells}
-    roles = {env: _role(env) for env in envs_present}
+    roles = _roles(envs_present, split)
     order = {"held_in": 0, "held_out": 1, "unknown": 2}
     envs = tuple(sorted(envs_present, key=lambda e: (order[roles[e]], e)))
     groups = [("held-in mean", [e for e in envs if roles[e] == "held_in"]),
