@@ -367,7 +367,8 @@ class AgentGymEnv(ReplayEnv):
 
 register(EnvSpec(
     name="agentgym", factory=AgentGymEnv, env_type="embodied", role="held_out",
-    stands_for="any environment served by an AgentGym server (WebShop, ALFWorld, SciWorld, BabyAI, TextCraft)",
+    # no paper task by name: which one it is depends on the server (the split's role check reads this field)
+    stands_for="none of AgentRM's nine tasks by itself: whatever environment the AgentGym server at url= runs",
     source="a server speaking AgentGym's HTTP protocol at url= (or `agentrm envserve`)",
     description="Bridge to AgentGym's per-env HTTP servers: create/reset/step/observation/available_actions; "
                 "progress = the server's reward (scaled per dialect, clamped, monotone); snapshot by replay.",

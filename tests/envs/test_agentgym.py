@@ -264,6 +264,16 @@ def test_server_success_flag_wins_over_the_reward(fake):
     assert env.success and env.progress == 0.5
 
 
+def test_registered_without_claiming_a_paper_task():
+    from agentrm_jax.envs.base import REGISTRY
+    from agentrm_jax.envs.split import load_split
+
+    spec = REGISTRY["agentgym"]
+    assert spec.factory is AgentGymEnv and spec.role == "held_out"
+    # its stands_for names no split task: the env behind the URL decides, so no role can be implied
+    assert not [e.task for e in load_split().entries if e.task.lower() in spec.stands_for.lower().replace(" ", "")]
+
+
 def test_every_dialect_is_reachable_by_name():
     assert set(DIALECTS) == {"agentrm", "babyai", "sciworld", "alfworld", "textcraft", "webshop"}
 
