@@ -191,3 +191,17 @@ def test_missing_package_and_java_are_explained(monkeypatch):
     monkeypatch.setattr(twx, "java_available", lambda: False)
     with pytest.raises(RuntimeError, match="apt-get install -y openjdk-17-jre-headless"):
         make("twx", seed=0)
+
+
+@pytest.mark.real_model
+def test_bundled_policy_plays_a_twx_episode(bundled_ours):
+    from agentrm_jax.agents.loop import run_episode
+    from agentrm_jax.agents.policies import JaxPolicy
+
+    model, tokenizer = bundled_ours
+    env = make("twx", seed=1, split="test", max_turns=3)
+    trajectory = run_episode(env, JaxPolicy(model, tokenizer, max_new_tokens=48), seed=1)
+    assert 1 <= len(trajectory.steps) <= 3 and env.turns == len(trajectory.steps)
+    assert trajectory.task == "twx" and trajectory.instruction.startswith(env.instruction)
+    assert 0.0 <= trajectory.progress <= 1.0 and trajectory.success == env.success
+    assert all(step.observation for step in trajectory.steps)
