@@ -1,6 +1,6 @@
 """Data flows one way: the import graph between our packages, read from every module's imports.
 
-    records, yaml_config, lazy_exports      below everything (import nothing of ours)
+    records, runs, yaml_config, lazy_exports  below everything (import nothing of ours)
     envs                                    nothing of ours: environments know no JAX
     models <- sampling <- agents <- search <- evaluate
     rewards, training                       models and the records (training also rewards: it trains them)
@@ -16,9 +16,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "agentrm_jax"
-BASE = {"records", "yaml_config", "lazy_exports"}
+BASE = {"records", "runs", "yaml_config", "lazy_exports"}
 ALLOWED: dict[str, set[str]] = {
-    "__init__": set(), "records": set(), "yaml_config": set(), "lazy_exports": set(),
+    "__init__": set(), "records": set(), "runs": set(), "yaml_config": set(), "lazy_exports": set(),
     "envs": set(),
     "models": BASE,
     "sampling": BASE | {"models"},

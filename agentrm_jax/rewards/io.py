@@ -35,43 +35,26 @@ from agentrm_jax.models.loading import (_safetensors_files, iter_safetensors, lo
                                         model_from_hf_tensors, to_hf_state_dict)
 from agentrm_jax.rewards.explicit import LOSSES
 from agentrm_jax.rewards.heads import HeadConfig, ValueHead, ValueModel
+from agentrm_jax.runs import CHECKPOINTS, is_training_run
 
-__all__ = ["RM_METADATA", "TRAIN_CONFIG", "load_value_model", "save_value_model", "training_run",
+__all__ = ["RM_METADATA", "load_value_model", "save_value_model", "training_run",
            "training_run_message"]
 
 RM_METADATA = "agentrm.json"
 _HEAD_FILE = "value_head.safetensors"
 _CLASSIFIERS = {"llama": "LlamaForSequenceClassification", "qwen2": "Qwen2ForSequenceClassification"}
-# The run layout of `training.run_dir`, restated so that rewards does not import training:
-TRAIN_CONFIG = "train_config.json"
-_CHECKPOINTS = "checkpoints"
-_TRAIN_KEYS = frozenset({"kind", "finetune", "train", "out", "save_every"})  # in every TrainConfig, no HF config
-
-
-def _is_train_config(file: Path) -> bool:
-    """Whether a JSON file is a TrainConfig dict (no architectures / model_type, and the train keys)."""
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return (isinstance(data, dict) and not {"architectures", "model_type"} & data.keys()
-            and _TRAIN_KEYS <= data.keys())
 
 
 def training_run(path: str | os.PathLike) -> Path | None:
     """The `agentrm train` run directory that `path` is (or whose checkpoints/ folder it is); else None.
 
-    A run holds `train_config.json`, or (runs written before that name) a
-    `config.json` that is a train config rather than an HF model config.
+    A run holds `train_config.json`, or (runs written before that name) a `config.json` that is a
+    train config rather than an HF model config (`agentrm_jax.runs`).
     """
     path = Path(path)
-    if path.name == _CHECKPOINTS and path.is_dir() and not (path / "config.json").exists():
+    if path.name == CHECKPOINTS and path.is_dir() and not (path / "config.json").exists():
         return training_run(path.parent)
-    if (path / TRAIN_CONFIG).is_file():
-        return path
-    if (path / "config.json").is_file() and _is_train_config(path / "config.json"):
-        return path
-    return None
+    return path if is_training_run(path) else None
 
 
 def training_run_message(run: str | os.PathLike) -> str:
