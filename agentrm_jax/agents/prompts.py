@@ -99,7 +99,30 @@ ONE_SHOT: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
           "You move the pot to the stove."),
          ("Heat the water.", "activate stove", "The stove is now on. After a while the water boils.")],
     ),
+    "shop": (
+        "WebShop\nInstruction: I need a waterproof hiking jacket in size large, and price lower than 80.00 "
+        "dollars\nActions: search[your query] on this page; then click[X] for any button [X] a page shows.\n[Search]",
+        [("I search with the words of the request.", "search[waterproof hiking jacket]",
+          "[Back to Search]\nPage 1 (Total results: 20)\n[B07TRAIL01]\nNorthpeak Waterproof Hiking Jacket\n$64.00\n"
+          "[B07TRAIL02]\nNorthpeak Insulated Parka\n$120.00"),
+         ("The first item is a waterproof hiking jacket under $80, so I open it.", "click[B07TRAIL01]",
+          "[Back to Search]\n[< Prev]\nsize: [small] [medium] [large]\nNorthpeak Waterproof Hiking Jacket\n"
+          "Price: $64.00\n[Description]\n[Features]\n[Buy Now]"),
+         ("The request asks for size large.", "click[large]", "You have clicked large."),
+         ("Type, size and price all match, so I buy it.", "click[Buy Now]",
+          "Thank you for shopping with us! Your purchase scored 1.00.")],
+    ),
+    "twx": (
+        "Your task is to pick up objects, then place them in their usual locations in the environment.\n\n"
+        "You are in the bathroom. You see a towel rack, that has nothing on it, and a cabinet that is closed. "
+        "On the floor you see a wet towel.",
+        [("A towel belongs on the towel rack; first I pick it up.", "take wet towel", "You take the wet towel."),
+         ("Now I put it where it belongs.", "put wet towel on towel rack",
+          "You put the wet towel on the towel rack.\nThe task is completed.")],
+    ),
 }
+# Env names whose worked example is another family's (members of a family use the family's: pddl_gripper -> pddl).
+_EXAMPLE_ALIASES = {"tool_query": "tools", "tool_operation": "tools", "webshop": "shop", "alfworld": "twx"}
 
 _GENERIC_ONE_SHOT = (
     "You are in a small room with a locked door. There is a key on the floor. Your task: leave the room.",
@@ -109,10 +132,18 @@ _GENERIC_ONE_SHOT = (
 )
 
 
+def _example(env_name: str | None) -> tuple[str, list[tuple[str, str, str]]]:
+    """The worked example of an env: its own, its alias's, its family's (the name before "_"), else generic."""
+    key = (env_name or "").split("/")[0].lower()
+    key = _EXAMPLE_ALIASES.get(key, key)
+    if key not in ONE_SHOT:
+        key = key.split("_")[0]
+    return ONE_SHOT.get(key, _GENERIC_ONE_SHOT)
+
+
 def one_shot_example(env_name: str | None) -> str:
     """A worked example in the answer format for `env_name` (a generic one for unknown names)."""
-    key = (env_name or "").split("/")[0].lower()
-    first, steps = ONE_SHOT.get(key, _GENERIC_ONE_SHOT)
+    first, steps = _example(env_name)
     lines = ["Here is an example of a complete episode in a similar task:", f"Observation: {first}"]
     for thought, action, observation in steps:
         lines.append(format_step(thought, action))
@@ -126,8 +157,7 @@ def example_messages(env_name: str | None) -> list[dict[str, str]]:
     Shown as real turns rather than quoted text: small models copy the format of
     earlier assistant turns far more reliably than a format described in prose.
     """
-    key = (env_name or "").split("/")[0].lower()
-    first, steps = ONE_SHOT.get(key, _GENERIC_ONE_SHOT)
+    first, steps = _example(env_name)
     messages = [{"role": "user", "content": f"(Example task)\n{first}"}]
     for thought, action, observation in steps:
         messages.append({"role": "assistant", "content": format_step(thought, action)})

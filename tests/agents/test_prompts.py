@@ -132,7 +132,7 @@ def test_build_messages_options():
 
 
 def test_one_shot_examples_per_env_and_generic_fallback():
-    for name in ("maze", "pddl", "babyai", "tools", "textworld", "sciworld"):
+    for name in ("maze", "pddl", "babyai", "tools", "textworld", "sciworld", "shop", "twx"):
         assert name in ONE_SHOT
         first_obs, steps = ONE_SHOT[name]
         text = one_shot_example(name)
@@ -140,6 +140,10 @@ def test_one_shot_examples_per_env_and_generic_fallback():
         turns = example_messages(name)
         assert first_obs in turns[0]["content"] and len(turns) == 1 + 2 * len(steps)
         assert [m["content"] for m in turns[1::2]] == [format_step(t, a) for t, a, _ in steps]
+    # members of a family, and envs standing for another's task, get that family's example
+    for member, family in (("pddl_gripper", "pddl"), ("twx_cookingworld", "twx"), ("tool_query", "tools"),
+                           ("tool_operation", "tools"), ("webshop", "shop")):
+        assert example_messages(member) == example_messages(family), member
     generic = one_shot_example("something_new")
     assert "Thought:" in generic and "Action:" in generic and generic != one_shot_example("maze")
     # the env name picks the example; default is the trajectory's task
