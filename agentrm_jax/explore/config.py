@@ -1,0 +1,207 @@
+"""`ExploreConfig`: one MCTS exploration run (env, task seeds, policy, tree budget), from YAML and flags.
+
+    ExploreConfig.from_yaml("configs/explore_cpu.yaml", overrides)   file:line errors; flags override keys
+    ExploreConfig.from_dict({...}, source="command line")
+    parse_seeds("0-99") / parse_seeds("0,3,7") / parse_seeds("0-4,9")
+
+`tree_fields()` is the part of the config that decides what the trees are (everything but the seed list,
+the output path and the worker count): it is written in the trees file's header, and a rerun with a
+different one is refused instead of mixing trees of two configs in one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ExploreConfig", "ExploreConfigError", "VALUE_KINDS", "parse_seeds"]
+
+VALUE_KINDS = ("success", "progress")
+_TASK_POLICIES = ("expert", "random")
+_MODEL_POLICIES = ("bundled",)
+_NOT_TREE_FIELDS = ("seeds", "output", "workers")
+EXAMPLE = "configs/explore_cpu.yaml"
+
+
+class ExploreConfigError(ValueError):
+    """A bad config value; `field` names the key (so YAML errors can point at its line)."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+def parse_seeds(text: str | int | list) -> tuple[int, ...]:
+    """Task seeds from "0-99" (inclusive range), "0,3,7", "0-4,9", a YAML list, or a count N (= 0..N-1)."""
+    if isinstance(text, bool):
+        raise ExploreConfigError(f"seeds must be a range like 0-99, a list or a count, got {text!r}", "seeds")
+    if isinstance(text, int):
+        if text < 1:
+            raise ExploreConfigError(f"seeds as a count must be >= 1, got {text}", "seeds")
+        return tuple(range(text))
+    if isinstance(text, (list, tuple)):
+        parts = [str(x) for x in text]
+    else:
+        parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    seeds: list[int] = []
+    try:
+        for part in parts:
+            lo, sep, hi = part.partition("-")
+            if sep:
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise ValueError
+                seeds.extend(range(a, b + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise ExploreConfigError(f"seeds must be a range like 0-99, a list like 0,3,7 or both (0-4,9), got "
+                                 f"{text!r}", "seeds") from None
+    if not seeds or min(seeds) < 0:
+        raise ExploreConfigError(f"seeds must name at least one non-negative task seed, got {text!r}", "seeds")
+    if len(set(seeds)) != len(seeds):
+        raise ExploreConfigError(f"seeds name a task twice: {text!r}", "seeds")
+    return tuple(seeds)
+
+
+def _int(name: str, value: Any, lo: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ExploreConfigError(f"{name} must be an integer >= {lo}{' or null' if allow_none else ''}, "
+                                 f"got {value!r}", name)
+
+
+def _number(name: str, value: Any, lo: float, hi: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lo or (hi is not None and value > hi):
+        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ExploreConfigError(f"{name} must be a number {bound}, got {value!r}", name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExploreConfig:
+    """An exploration run. Trees are grown per task seed; see `agentrm_jax.explore.mcts` for the algorithm.
+
+    simulations: simulations per tree (each selects a leaf, expands it or re-evaluates it, backs up)
+    k: candidate steps sampled per expansion (duplicate actions merged, their count kept)
+    rollouts: rollouts from every new node; their mean outcome is the node's first value
+    temperature / rollout_temperature: policy temperature at expansion / in rollouts (None: temperature)
+    c: UCT exploration constant; prior: scale exploration by the policy's sample frequency of a child
+    value: rollout outcome, "success" (0/1) or "progress" (the env's progress rate in [0, 1])
+    max_depth: nodes this deep are not expanded (re-selecting one runs more rollouts); None: the env's turns
+    rollout_depth: steps a rollout takes at most (stopping early scores the state reached); None: to the end
+    max_turns: the env's turn limit (None: its default); batch_trees: trees grown in lockstep per chunk
+      (one batched policy call per turn across them; part of the tree config, since batching moves seeds)
+    seed: the sampling seed of the run; policy_seed / noise: the expert's or random policy's seed and noise
+    """
+
+    env: str
+    seeds: tuple[int, ...]
+    split: str = "train"
+    policy: str = "expert"
+    noise: float = 0.0
+    policy_seed: int = 0
+    max_new_tokens: int = 96
+    simulations: int = 16
+    k: int = 4
+    rollouts: int = 2
+    temperature: float = 1.0
+    rollout_temperature: float | None = None
+    c: float = 1.0
+    prior: bool = False
+    value: str = "success"
+    max_depth: int | None = None
+    rollout_depth: int | None = None
+    max_turns: int | None = None
+    one_shot: bool = True
+    batch_trees: int = 8
+    seed: int = 0
+    output: str = "trees.jsonl"
+    workers: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.env, str) or not self.env:
+            raise ExploreConfigError(f"env must name an environment, got {self.env!r}", "env")
+        object.__setattr__(self, "seeds", parse_seeds(list(self.seeds) if isinstance(self.seeds, tuple)
+                                                      else self.seeds))
+        if self.split not in ("train", "test"):
+            raise ExploreConfigError(f"split must be train or test, got {self.split!r}", "split")
+        if not isinstance(self.policy, str) or not (
+                self.policy in _TASK_POLICIES + _MODEL_POLICIES or self.policy.startswith(("http://", "https://"))
+                or os.path.exists(os.path.expanduser(self.policy))):
+            raise ExploreConfigError(f"policy must be expert, random, bundled, an existing model path or an "
+                                     f"http(s):// URL, got {self.policy!r}", "policy")
+        _number("noise", self.noise, 0.0, 1.0)
+        _int("policy_seed", self.policy_seed, 0)
+        _int("max_new_tokens", self.max_new_tokens, 1)
+        _int("simulations", self.simulations, 1)
+        _int("k", self.k, 1)
+        _int("rollouts", self.rollouts, 1)
+        _number("temperature", self.temperature, 0.0)
+        if self.rollout_temperature is not None:
+            _number("rollout_temperature", self.rollout_temperature, 0.0)
+        _number("c", self.c, 0.0)
+        if not isinstance(self.prior, bool):
+            raise ExploreConfigError(f"prior must be true or false, got {self.prior!r}", "prior")
+        if self.value not in VALUE_KINDS:
+            raise ExploreConfigError(f"value must be one of {', '.join(VALUE_KINDS)}, got {self.value!r}", "value")
+        _int("max_depth", self.max_depth, 1, allow_none=True)
+        _int("rollout_depth", self.rollout_depth, 1, allow_none=True)
+        _int("max_turns", self.max_turns, 1, allow_none=True)
+        if not isinstance(self.one_shot, bool):
+            raise ExploreConfigError(f"one_shot must be true or false, got {self.one_shot!r}", "one_shot")
+        _int("batch_trees", self.batch_trees, 1)
+        _int("seed", self.seed, 0)
+        if not isinstance(self.output, str) or not self.output:
+            raise ExploreConfigError(f"output must be a file path, got {self.output!r}", "output")
+        _int("workers", self.workers, 1)
+
+    @property
+    def roll_temperature(self) -> float:
+        """The rollout temperature in effect."""
+        return self.temperature if self.rollout_temperature is None else self.rollout_temperature
+
+    def tree_fields(self) -> dict[str, Any]:
+        """The fields that decide the trees (all but seeds, output and workers), as JSON-able values."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _NOT_TREE_FIELDS}
+
+    def fingerprint(self) -> str:
+        """sha256 (16 hex digits) of `tree_fields`: equal for configs that grow the same trees."""
+        return hashlib.sha256(json.dumps(self.tree_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def replace(self, **updates) -> ExploreConfig:
+        return dataclasses.replace(self, **updates)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config", lines: dict[str, int] | None = None,
+                  flagged: set[str] = frozenset()) -> ExploreConfig:
+        """A config from a mapping; errors name `source:line` of the key (or `--flag` for keys in `flagged`)."""
+        from agentrm_jax.yaml_config import check_keys
+
+        known = [f.name for f in dataclasses.fields(cls)]
+        check_keys(data, known, source=source, what="explore config", lines=lines)
+        for required in ("env", "seeds"):
+            if data.get(required) is None:
+                raise ValueError(f"{source}: {required} is required (--{required} or the key {required!r}; "
+                                 f"see {EXAMPLE})")
+        try:
+            return cls(**data)
+        except ExploreConfigError as e:
+            if e.field in flagged:
+                raise ValueError(f"--{e.field.replace('_', '-')}: {e}") from None
+            where = f"{source}:{lines[e.field]}" if lines and e.field in lines else source
+            raise ValueError(f"{where}: {e}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExploreConfig:
+        """A config from a YAML file, with `overrides` (None values ignored) replacing its keys."""
+        from agentrm_jax.yaml_config import read_mapping
+
+        data, lines = read_mapping(path, "explore config", EXAMPLE)
+        flagged = {k for k, v in (overrides or {}).items() if v is not None}
+        data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        return cls.from_dict(data, source=str(path), lines=lines, flagged=flagged)
