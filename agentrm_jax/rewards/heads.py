@@ -6,10 +6,15 @@ is a linear map ([1, hidden] weight, optional bias) or a small MLP. The linear
 head without bias is exactly transformers' `*ForSequenceClassification.score`
 with one label, which is how our RMs are saved and how RMs trained elsewhere
 are loaded (`rewards.io`).
+
+`value_head(params, hidden)` is the head as a pure function of its parameter
+dict (`nnx.state(head).to_pure_dict()`: weight, and bias / mlp_weight /
+mlp_bias when configured), for hidden states computed anywhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import jax
@@ -18,7 +23,24 @@ from flax import nnx
 
 from agentrm_jax.models.llama import LlamaForCausalLM
 
-__all__ = ["HeadConfig", "ValueHead", "ValueModel"]
+__all__ = ["HeadConfig", "ValueHead", "ValueModel", "value_head"]
+
+
+def value_head(params: Mapping[str, jax.Array], hidden: jax.Array) -> jax.Array:
+    """hidden [..., D] -> value [...] float32: the value head as a pure function of its parameters.
+
+    params: "weight" [1, W] (W = D, or the MLP width), optional "bias" [1], and for an MLP head
+    "mlp_weight" [M, D] and "mlp_bias" [M] (SiLU between). Weights are [out, in]. Computed in float32
+    whatever the parameters' or hidden states' dtype.
+    """
+    x = hidden.astype(jnp.float32)
+    if "mlp_weight" in params:
+        x = jax.nn.silu(x @ jnp.asarray(params["mlp_weight"], jnp.float32).T
+                        + jnp.asarray(params["mlp_bias"], jnp.float32))
+    out = x @ jnp.asarray(params["weight"], jnp.float32).T  # [..., 1]
+    if "bias" in params:
+        out = out + jnp.asarray(params["bias"], jnp.float32)
+    return out[..., 0]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,14 +90,13 @@ class ValueHead(nnx.Module):
         if config.bias:
             self.bias = nnx.Param(jnp.zeros((1,), param_dtype), logical_axes=(None,))
 
+    def params(self) -> dict[str, jax.Array]:
+        """The parameter dict `value_head` takes (weight, and bias / mlp_weight / mlp_bias when configured)."""
+        names = ["weight"] + ["bias"] * self.config.bias + ["mlp_weight", "mlp_bias"] * bool(self.config.mlp_size)
+        return {name: getattr(self, name)[...] for name in names}
+
     def __call__(self, hidden: jax.Array) -> jax.Array:
-        x = hidden.astype(jnp.float32)
-        if self.config.mlp_size:
-            x = jax.nn.silu(x @ self.mlp_weight[...].astype(jnp.float32).T + self.mlp_bias[...].astype(jnp.float32))
-        out = x @ self.weight[...].astype(jnp.float32).T  # [B, T, 1]
-        if self.config.bias:
-            out = out + self.bias[...].astype(jnp.float32)
-        return out[..., 0]
+        return value_head(self.params(), hidden)
 
 
 class ValueModel(nnx.Module):

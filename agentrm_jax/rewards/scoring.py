@@ -21,6 +21,13 @@ in input order. Rows are right-padded and every row attends only to its own
 real tokens, so a trajectory's score does not depend on its batch-mates, its
 padding or its bucket (tests hold this to 1e-5 in float32). Compilations are
 bounded by (#batch buckets x #length buckets x #step buckets).
+
+The host boundary is explicit: `render_padded` (records -> one padded,
+bucketed batch of numpy arrays) and `padded_batches` (rendered rows -> sorted,
+bucketed batches) are all the host side there is; the device side is the pure
+functions of `rewards.functional`, and `unpad` puts results back per
+trajectory. `score()` is exactly render -> jitted pure function -> unpad, so
+users with token arrays of their own skip the host side.
 """
 
 from __future__ import annotations
@@ -40,13 +47,13 @@ from agentrm_jax.records import Trajectory
 from agentrm_jax.rewards.rendering import RenderedTrajectory, render_batch_for_rm
 from agentrm_jax.models.buckets import bucket_length, next_power_of_two
 from agentrm_jax.models.llama import LlamaForCausalLM
-from agentrm_jax.rewards.explicit import LOSSES, gather_positions, score_transform
+from agentrm_jax.rewards.explicit import LOSSES
+from agentrm_jax.rewards.functional import explicit_batch_scores, implicit_batch_scores
 from agentrm_jax.rewards.heads import ValueModel
-from agentrm_jax.rewards.implicit import (AGGREGATIONS, aggregate_steps, implicit_token_rewards, step_rewards,
-                                          token_logprobs, trajectory_rewards)
+from agentrm_jax.rewards.implicit import AGGREGATIONS
 
-__all__ = ["BatchedScorer", "ExplicitRM", "ImplicitPRM", "RewardModel", "ScoringConfig", "compile_counts",
-           "pad_batch", "plan_batches"]
+__all__ = ["BatchedScorer", "ExplicitRM", "ImplicitPRM", "RewardModel", "ScoringConfig", "bucket_shape",
+           "compile_counts", "pad_batch", "padded_batches", "plan_batches", "render_padded", "unpad"]
 
 
 @runtime_checkable
@@ -94,10 +101,13 @@ def plan_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
 
 def pad_batch(rendered: Sequence[RenderedTrajectory], *, batch: int, length: int, steps: int
               ) -> dict[str, np.ndarray]:
-    """Right-padded host arrays for one batch.
+    """Right-padded host arrays for one batch (the padding contract of `rewards.functional`).
 
-    input_ids, attention_mask, agent_mask: [batch, length]; step_starts,
-    step_ends, prefix_ends: [batch, steps] (-1 = none); last_index: [batch].
+    input_ids (int32), attention_mask, agent_mask (bool): [batch, length];
+    positions (int32 [batch, length]): each token's index among its row's real
+    tokens, the mask's cumulative sum minus one (0 at padding), which is what
+    the models compute from the mask themselves; step_starts, step_ends,
+    prefix_ends (int32): [batch, steps] (-1 = none); last_index (int32): [batch].
     Filler rows hold one real token so no row is fully masked.
     """
     ids = np.zeros((batch, length), np.int32)
@@ -117,8 +127,62 @@ def pad_batch(rendered: Sequence[RenderedTrajectory], *, batch: int, length: int
         ends[row, :s] = r.step_ends
         prefix_ends[row, :s] = r.prefix_ends
         last[row] = n - 1
-    return {"input_ids": ids, "attention_mask": mask, "agent_mask": agent, "step_starts": starts,
-            "step_ends": ends, "prefix_ends": prefix_ends, "last_index": last}
+    positions = np.maximum(np.cumsum(mask, axis=-1, dtype=np.int32) - 1, 0).astype(np.int32)
+    return {"input_ids": ids, "attention_mask": mask, "positions": positions, "agent_mask": agent,
+            "step_starts": starts, "step_ends": ends, "prefix_ends": prefix_ends, "last_index": last}
+
+
+def bucket_shape(rendered: Sequence[RenderedTrajectory], *, min_length_bucket: int = 32,
+                 max_batch: int | None = None) -> dict[str, int]:
+    """The padded shape of a batch of rows: batch a power of two (at most max_batch), length
+    `models.buckets.bucket_length` of the longest row, steps a power of two (>= 1)."""
+    batch = next_power_of_two(len(rendered))
+    return dict(batch=batch if max_batch is None else min(batch, max_batch),
+                length=bucket_length(max(r.length for r in rendered), min_length_bucket),
+                steps=next_power_of_two(max(r.step_ends.shape[0] for r in rendered)))
+
+
+def padded_batches(rendered: Sequence[RenderedTrajectory], config: ScoringConfig = ScoringConfig()
+                   ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Rendered rows -> (indices into `rendered`, `pad_batch` numpy arrays) per batch: longest first,
+    at most config.batch_size rows, shapes bucketed by `bucket_shape`. Host side only."""
+    for idx in plan_batches([r.length for r in rendered], config.batch_size):
+        group = [rendered[i] for i in idx]
+        yield idx, pad_batch(group, **bucket_shape(group, min_length_bucket=config.min_length_bucket,
+                                                   max_batch=config.batch_size))
+
+
+def render_padded(trajectories: Sequence[Trajectory], tokenizer, config: ScoringConfig = ScoringConfig()
+                  ) -> tuple[dict[str, np.ndarray], list[RenderedTrajectory]]:
+    """The host boundary in one call: trajectories -> (one padded, bucketed batch of numpy arrays, the rows).
+
+    Every trajectory is one row, in input order (config.batch_size does not apply; the batch is
+    padded to a power of two with filler rows); arrays as in `pad_batch`, ready for the functions
+    of `rewards.functional`. Results go back per trajectory with `unpad`.
+    """
+    if isinstance(trajectories, Trajectory):
+        raise TypeError("pass a list of trajectories (got a single Trajectory)")
+    rendered = render_batch_for_rm(list(trajectories), tokenizer, max_length=config.max_length)
+    if not rendered:
+        raise ValueError("render_padded needs at least one trajectory")
+    return pad_batch(rendered, **bucket_shape(rendered, min_length_bucket=config.min_length_bucket)), rendered
+
+
+def unpad(rendered: Sequence[RenderedTrajectory], scores, step_scores, *, steps_at: str = "step_ends"
+          ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Batch outputs -> per trajectory: scores [B] -> float32 [N], step scores [B, S] -> [S_i] each.
+
+    Rows past len(rendered) are filler and dropped; a step is NaN where its `steps_at` index
+    ("step_ends" for an implicit PRM, "prefix_ends" for an explicit RM) is -1 (cut by max_length).
+    """
+    scores = np.asarray(scores, np.float32)[:len(rendered)].copy()
+    step_scores = np.asarray(step_scores, np.float32)
+    per_step = []
+    for row, r in enumerate(rendered):
+        steps = step_scores[row, :r.step_ends.shape[0]].copy()
+        steps[getattr(r, steps_at) < 0] = np.nan
+        per_step.append(steps)
+    return scores, per_step
 
 
 class BatchedScorer:
@@ -151,11 +215,9 @@ class BatchedScorer:
             return scores, per_step
         rendered = self.render(trajectories)
         for idx, (batch_scores, batch_steps) in self.run_batches(rendered, fn):
-            for row, i in enumerate(idx):
-                scores[i] = batch_scores[row]
-                s = rendered[i].step_ends.shape[0]
-                steps = np.asarray(batch_steps[row, :s], np.float32).copy()
-                steps[getattr(rendered[i], steps_at) < 0] = np.nan
+            got, got_steps = unpad([rendered[i] for i in idx], batch_scores, batch_steps, steps_at=steps_at)
+            scores[idx] = got
+            for i, steps in zip(idx, got_steps):
                 per_step[i] = steps
         return scores, per_step
 
@@ -168,19 +230,15 @@ class BatchedScorer:
         filler. `run` reads (scores [B], step_scores [B, S]) from them; other
         callers (the logit judge) may return any per-row arrays.
         """
-        batches = plan_batches([r.length for r in rendered], self.config.batch_size)
+        batches = padded_batches(rendered, self.config)
         if self.config.progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="scoring", unit="batch")
-        for idx in batches:
-            group = [rendered[i] for i in idx]
-            shape = dict(batch=min(next_power_of_two(len(group)), self.config.batch_size),
-                         length=bucket_length(max(r.length for r in group), self.config.min_length_bucket),
-                         steps=next_power_of_two(max(r.step_ends.shape[0] for r in group)))
-            arrays = pad_batch(group, **shape)
-            self.tokens_scored += sum(r.length for r in group)
-            self.tokens_padded += shape["batch"] * shape["length"]
+            batches = tqdm(batches, desc="scoring", unit="batch",
+                           total=math.ceil(len(rendered) / self.config.batch_size))
+        for idx, arrays in batches:
+            self.tokens_scored += sum(rendered[i].length for i in idx)
+            self.tokens_padded += arrays["input_ids"].size
             yield idx, jax.device_get(fn({k: jnp.asarray(v) for k, v in arrays.items()}))
 
 
@@ -189,12 +247,7 @@ class BatchedScorer:
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "loss"))
 def _explicit_batch(graphdef, state, arrays, loss: str):
-    model = nnx.merge(graphdef, state)
-    values = model(arrays["input_ids"], arrays["attention_mask"])
-    transform = score_transform(loss)
-    traj = jnp.take_along_axis(values, arrays["last_index"][:, None], axis=-1)[:, 0]
-    steps = gather_positions(values, arrays["prefix_ends"])
-    return transform(traj), transform(steps)
+    return explicit_batch_scores(nnx.merge(graphdef, state), arrays, loss=loss)
 
 
 class ExplicitRM:
@@ -232,14 +285,8 @@ class ExplicitRM:
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "ref_graphdef", "aggregate"))
 def _implicit_batch(graphdef, state, ref_graphdef, ref_state, arrays, beta, aggregate: str):
-    ids, mask = arrays["input_ids"], arrays["attention_mask"]
-    logp = token_logprobs(nnx.merge(graphdef, state)(ids, mask), ids)
-    logp_ref = token_logprobs(nnx.merge(ref_graphdef, ref_state)(ids, mask), ids)
-    rewards = implicit_token_rewards(logp, logp_ref, arrays["agent_mask"], beta)
-    steps = step_rewards(rewards, arrays["step_starts"], arrays["step_ends"])
-    if aggregate == "sum":  # the trajectory reward: every agent token in the (possibly cut) rendering
-        return trajectory_rewards(rewards), steps
-    return aggregate_steps(steps, arrays["step_ends"] >= 0, aggregate), steps
+    return implicit_batch_scores(nnx.merge(graphdef, state), nnx.merge(ref_graphdef, ref_state), arrays,
+                                 beta=beta, how=aggregate)
 
 
 def reference_state(policy: LlamaForCausalLM):

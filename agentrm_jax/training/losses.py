@@ -2,6 +2,11 @@
 micro-batches and devices add up exactly.
 
     loss_sums(model, batch, kind=..., loss=..., beta=..., margin=..., reference=...)
+    valid_rows(batch, kind) -> the rows (pairs for pairwise) that count
+
+Every formula is the public one of `agentrm_jax.rewards` (`value_losses`, `outcome_losses`,
+`bradley_terry_losses`, `token_log_ratios`, reduced by `masked_sum`): the trainer optimises exactly
+what the reward models compute.
 """
 
 from __future__ import annotations
@@ -11,10 +16,27 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from agentrm_jax.rewards.explicit import bce_with_logits, gather_positions
-from agentrm_jax.rewards.implicit import implicit_token_rewards, token_logprobs, trajectory_rewards
+from agentrm_jax.rewards.explicit import gather_positions, masked_sum, value_losses
+from agentrm_jax.rewards.implicit import outcome_losses, token_log_ratios, trajectory_rewards
+from agentrm_jax.rewards.pairwise import bradley_terry_losses
 
-__all__ = ["loss_sums"]
+__all__ = ["loss_sums", "valid_rows"]
+
+KINDS = ("explicit", "implicit", "pairwise")
+
+
+def valid_rows(batch: dict[str, jax.Array], kind: str) -> jax.Array:
+    """bool [R] (pairwise: [R / 2], one per pair) of the rows whose loss counts: weight > 0, and for
+    explicit a target (target_index >= 0)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown RM kind {kind!r}")
+    weights = batch["weights"]
+    if kind == "pairwise":
+        weights = weights[0::2]
+    valid = weights > 0
+    if kind == "explicit":
+        valid = valid & (batch["target_index"][:, 0] >= 0)
+    return valid
 
 
 def loss_sums(model, batch: dict[str, jax.Array], *, kind: str, loss: str = "mse", beta: float = 0.05,
@@ -29,29 +51,20 @@ def loss_sums(model, batch: dict[str, jax.Array], *, kind: str, loss: str = "mse
     pairwise: rows 2i / 2i+1 are chosen / rejected; -log sigmoid(s_c - s_r - margin) per pair.
     Scores are what the RM reports for each row (head output, or the implicit reward r).
     """
+    valid = valid_rows(batch, kind)
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    weights = batch["weights"].astype(jnp.float32)
     if kind == "implicit":
-        logits = model(ids, mask)
         ref_logits = jax.lax.stop_gradient(reference(ids, mask))
-        token_rewards = implicit_token_rewards(token_logprobs(logits, ids), token_logprobs(ref_logits, ids),
-                                               batch["agent_mask"] & mask.astype(bool), beta)
+        token_rewards = token_log_ratios(model(ids, mask), ref_logits, ids,
+                                         batch["agent_mask"] & mask.astype(bool), beta)
         scores = trajectory_rewards(token_rewards)
-        per_row = bce_with_logits(scores, batch["labels"].astype(jnp.float32))
-        valid = weights > 0
+        per_row = outcome_losses(scores, batch["labels"])
     else:
         values = model(ids, mask)
         scores = gather_positions(values.astype(jnp.float32), batch["target_index"])[:, 0]
         if kind == "explicit":
-            target = batch["targets"][:, 0].astype(jnp.float32)
-            per_row = jnp.square(scores - target) if loss == "mse" else bce_with_logits(scores, target)
-            valid = (weights > 0) & (batch["target_index"][:, 0] >= 0)
-        elif kind == "pairwise":
-            diff = scores[0::2] - scores[1::2] - margin
-            per_row = -jax.nn.log_sigmoid(diff)
-            valid = weights[0::2] > 0
+            per_row = value_losses(scores, batch["targets"][:, 0], loss=loss)
         else:
-            raise ValueError(f"unknown RM kind {kind!r}")
-    # where, not multiply: a NaN in a filler row must not reach the sum or its gradient
-    total = jnp.sum(jnp.where(valid, per_row, 0.0))
-    return total, jnp.sum(valid).astype(jnp.float32), scores
+            per_row = bradley_terry_losses(scores[0::2], scores[1::2], margin)
+    total, count = masked_sum(per_row, valid)
+    return total, count, scores

@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from agentrm_jax.models.sharding import ShardingPlan, param_shardings
 from agentrm_jax.training.config import TrainConfig
-from agentrm_jax.training.losses import loss_sums
+from agentrm_jax.training.losses import loss_sums, valid_rows
 from agentrm_jax.training.optimizer import make_optimizer
 
 __all__ = ["TrainStep"]
@@ -112,13 +112,7 @@ class TrainStep:
         return total / count
 
     def _count(self, batch):
-        weights = batch["weights"]
-        if self.config.kind == "pairwise":
-            weights = weights[0::2]
-        valid = weights > 0
-        if self.config.kind == "explicit":
-            valid = valid & (batch["target_index"][:, 0] >= 0)
-        return jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32)
+        return jnp.maximum(jnp.sum(valid_rows(batch, self.config.kind)), 1).astype(jnp.float32)
 
     def _step_fn(self, trainable, opt_state, frozen, batch):
         accum = self.config.optimizer.grad_accum

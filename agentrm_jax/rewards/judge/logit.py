@@ -3,6 +3,11 @@
 One jitted forward pass reads the next-token distribution at the start of
 the answer; each side is summed over its spellings ("Yes", " Yes", "yes",
 ...). No sampling, no parsing.
+
+Pure functions (jit/vmap/grad-safe): `yes_probability(logits [B, V], yes_ids [Y],
+no_ids [N]) -> (P(yes) / (P(yes) + P(no)) [B], P(yes) + P(no) [B])` on
+next-token logits from anywhere, and `judge_yes_probability(model, input_ids,
+attention_mask, yes_ids, no_ids)` reading them at each row's last real token.
 """
 
 from __future__ import annotations
@@ -17,24 +22,40 @@ import numpy as np
 from flax import nnx
 
 from agentrm_jax.records import Trajectory
+from agentrm_jax.rewards.explicit import last_token_index
 from agentrm_jax.rewards.rendering import RenderedTrajectory
 from agentrm_jax.rewards.scoring import BatchedScorer, ScoringConfig
 from agentrm_jax.rewards.judge.common import all_prefixes, as_list, split_by_counts
 from agentrm_jax.rewards.judge.transcripts import DEFAULT_LOGIT_QUESTION, LOGIT_TEMPLATE, Messages, render_transcript
 
-__all__ = ["NO_WORDS", "YES_WORDS", "LogitJudge", "answer_token_ids", "compile_counts"]
+__all__ = ["NO_WORDS", "YES_WORDS", "LogitJudge", "answer_token_ids", "compile_counts", "judge_yes_probability",
+           "yes_probability"]
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _yes_no_batch(graphdef, state, ids, mask, last_index, yes_ids, no_ids):
-    """(P(yes) / (P(yes) + P(no)), P(yes) + P(no)) at each row's last real token; rows right-padded."""
-    model = nnx.merge(graphdef, state)
-    hidden, _ = model.backbone(ids, mask)
-    last = jnp.take_along_axis(hidden, last_index[:, None, None], axis=1)[:, 0]  # [B, D]
-    logp = jax.nn.log_softmax(model.logits(last), axis=-1)  # [B, V] float32
+def yes_probability(logits: jax.Array, yes_ids: jax.Array, no_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Next-token logits [B, V], answer token ids yes [Y] / no [N] -> (P(yes) / (P(yes) + P(no)) [B],
+    P(yes) + P(no) [B]), float32; each side sums the probabilities of its ids."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, V]
     lse_yes = jax.nn.logsumexp(logp[:, yes_ids], axis=-1)
     lse_no = jax.nn.logsumexp(logp[:, no_ids], axis=-1)
     return jax.nn.sigmoid(lse_yes - lse_no), jnp.exp(jnp.logaddexp(lse_yes, lse_no))
+
+
+def judge_yes_probability(model, input_ids: jax.Array, attention_mask: jax.Array, yes_ids: jax.Array,
+                          no_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The logit judge on prompt token arrays: `yes_probability` of the next token after each row's last
+    real token (left or right padding). model: a `LlamaForCausalLM` (its `backbone` and `logits`);
+    input_ids, attention_mask: [B, T] (the prompt ends with the generation prompt). -> ([B], [B]) float32.
+    """
+    hidden, _ = model.backbone(input_ids, attention_mask)  # [B, T, D]
+    last = jnp.maximum(last_token_index(attention_mask), 0)  # [B]
+    at_last = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, D]
+    return yes_probability(model.logits(at_last), yes_ids, no_ids)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _yes_no_batch(graphdef, state, ids, mask, yes_ids, no_ids):
+    return judge_yes_probability(nnx.merge(graphdef, state), ids, mask, yes_ids, no_ids)
 
 
 def _prompt_row(ids: list[int]) -> RenderedTrajectory:
@@ -164,8 +185,7 @@ class LogitJudge:
         yes, no = jnp.asarray(self.yes_ids, jnp.int32), jnp.asarray(self.no_ids, jnp.int32)
 
         def batch(arrays):
-            return _yes_no_batch(graphdef, state, arrays["input_ids"], arrays["attention_mask"],
-                                 arrays["last_index"], yes, no)
+            return _yes_no_batch(graphdef, state, arrays["input_ids"], arrays["attention_mask"], yes, no)
 
         for idx, (p, m) in self.scorer.run_batches([_prompt_row(e) for e in encoded], batch):
             probs[idx] = p[:len(idx)]
