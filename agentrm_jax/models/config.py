@@ -13,6 +13,8 @@ import math
 from typing import Any, Mapping
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+REMAT_POLICIES = ("none", "full", "dots_saveable")
+ATTENTION_IMPLS = ("grouped", "dot_product")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,7 +38,9 @@ class Llama3RopeScaling:
 class ModelConfig:
     """Shape and numerics of a Llama-family decoder (Llama, Llama-3, Qwen2, SmolLM2).
 
-    Field comments give the transformers `config.json` name each value comes from.
+    Field comments give the transformers `config.json` name each value comes from. The last
+    three fields are how the forward runs, not what it computes (same numbers to 1e-5); no HF
+    field sets them and `to_hf_config` leaves them out.
     """
 
     model_type: str = "llama"  # HF `model_type`: "llama" or "qwen2"
@@ -58,6 +62,14 @@ class ModelConfig:
     bos_token_id: int | None = None  # HF `bos_token_id`
     eos_token_ids: tuple[int, ...] = ()  # HF `eos_token_id` (int or list)
     pad_token_id: int | None = None  # HF `pad_token_id`
+    # Runtime options (ours). remat: what a decoder layer keeps for the backward pass
+    # ("none": everything; "full": only its input, the rest is recomputed; "dots_saveable":
+    # matmul outputs). scan_layers: one lax.scan over the layers, so compile time does not grow
+    # with depth. attention_impl: "grouped" (matmul form, fastest on XLA:CPU) or "dot_product"
+    # (jax.nn.dot_product_attention: cuDNN / flash kernels on GPU).
+    remat: str = "none"
+    scan_layers: bool = False
+    attention_impl: str = "grouped"
 
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -83,6 +95,13 @@ class ModelConfig:
                              f"and o_bias={self.o_bias} must be equal")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"ModelConfig.remat={self.remat!r} is not a remat policy; expected one of {REMAT_POLICIES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"ModelConfig.attention_impl={self.attention_impl!r} is not supported; expected one of "
+                             f"{ATTENTION_IMPLS}")
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"ModelConfig.scan_layers must be True or False, got {self.scan_layers!r}")
 
     @property
     def num_query_groups(self) -> int:

@@ -139,6 +139,27 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Arr
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
 
 
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:
+    """`grouped_attention`'s contract through `jax.nn.dot_product_attention`.
+
+    q [B, T, H, Dh]; k, v [B, K, S, Dh]; allowed [B, T, S] bool -> [B, T, H, Dh]. On GPU with
+    16-bit inputs it asks for cuDNN's fused kernel (falling back to XLA's form when cuDNN refuses
+    the shapes); elsewhere it is XLA's reference form (f32 scores, a finite mask value, so a
+    fully padded row stays finite).
+    """
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, S, K, Dh]
+    mask = allowed[:, None, :, :]  # [B, 1, T, S], broadcast over heads
+    if jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16):
+        try:
+            return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
+        except (ValueError, NotImplementedError, RuntimeError):
+            pass  # unsupported head size / cuDNN version: the XLA form below
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+
+
+ATTENTION = {"grouped": grouped_attention, "dot_product": dot_product_attention}
+
+
 class RMSNorm(nnx.Module):
     def __init__(self, size: int, eps: float, *, param_dtype, rngs: nnx.Rngs | None):
         self.weight = nnx.Param(jnp.ones((size,), param_dtype), logical_axes=("norm",))
@@ -225,7 +246,7 @@ class DecoderLayer(nnx.Module):
                                       rngs=rngs)
         self.mlp = MLP(config, **kw)
 
-    def __call__(self, x, cos, sin, allowed, cache_kv, cache_index):
+    def __call__(self, x, cos, sin, allowed, cache_kv, cache_index, attention_impl: str = "grouped"):
         """x [B, T, D]; cache_kv None or (k, v) [B, K, S, Dh]. Returns (x, (k, v)), k/v [B, K, S, Dh]."""
         q, k, v = self.attn.project_qkv(self.input_norm(x))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -233,10 +254,68 @@ class DecoderLayer(nnx.Module):
         if cache_kv is not None:
             k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k.astype(cache_kv[0].dtype), cache_index, 2)
             v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v.astype(cache_kv[1].dtype), cache_index, 2)
-        attn = grouped_attention(q, k.astype(q.dtype), v.astype(q.dtype), allowed)
+        attn = ATTENTION[attention_impl](q, k.astype(q.dtype), v.astype(q.dtype), allowed)
         x = x + self.attn.project_out(attn)
         x = x + self.mlp(self.post_attn_norm(x))
         return x, (k, v)
+
+
+def run_layers(layers, config: ModelConfig, x, cos, sin, allowed, cache_kv, index):
+    """The decoder stack. x [B, T, D]; cache_kv None or (keys, values), per-layer tuples of
+    [B, K, S, Dh]. Returns (x, keys, values) with the per-layer (updated) keys and values.
+
+    `config.remat` wraps every layer in `jax.checkpoint` (policy "full": keep only the layer's
+    input; "dots_saveable": keep matmul outputs). `config.scan_layers` runs one `lax.scan` over
+    the layers, their parameters stacked to [L, ...] here, at trace time. Why stack at forward
+    time rather than store the layers stacked: the per-layer modules (`layers.{i}.attn.q_proj`)
+    stay what the HF/GGUF tables, LoRA, checkpoints and export address, unchanged; the price is
+    one transient stacked copy of the layer weights (and of their gradients) inside the jitted
+    step, sharded like the weights. Both options give the unrolled forward's numbers.
+    """
+    impl = config.attention_impl
+    with_cache = cache_kv is not None
+    per_layer_kv = [(cache_kv[0][i], cache_kv[1][i]) if with_cache else None for i in range(len(layers))]
+    if config.remat == "none" and not config.scan_layers:
+        outs = []
+        for layer, kv in zip(layers, per_layer_kv):
+            x, kv_out = layer(x, cos, sin, allowed, kv, index, attention_impl=impl)
+            outs.append(kv_out)
+        return x, tuple(k for k, _ in outs), tuple(v for _, v in outs)
+
+    splits = [nnx.split(layer) for layer in layers]
+    graphdef = splits[0][0]
+    if config.scan_layers and any(g != graphdef for g, _ in splits):
+        raise ValueError("scan_layers=True needs every decoder layer to have the same structure (e.g. LoRA on all "
+                         "layers or none); set scan_layers=False for this model")
+
+    def layer_step(graphdef):
+        def run(state, x, kv):  # pure in (state, x, kv): what jax.checkpoint and lax.scan need
+            return nnx.merge(graphdef, state)(x, cos, sin, allowed, kv, index, attention_impl=impl)
+        if config.remat == "none":
+            return run
+        policy = None if config.remat == "full" else jax.checkpoint_policies.dots_saveable
+        return jax.checkpoint(run, policy=policy)
+
+    if not config.scan_layers:
+        outs = []
+        for (layer_def, state), kv in zip(splits, per_layer_kv):
+            x, kv_out = layer_step(layer_def)(state, x, kv)
+            outs.append(kv_out)
+        return x, tuple(k for k, _ in outs), tuple(v for _, v in outs)
+
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(state for _, state in splits))  # [L, ...]
+    body_fn = layer_step(graphdef)
+
+    def body(x, xs):
+        state, kv = xs
+        x, kv_out = body_fn(state, x, kv)
+        return x, (kv_out if with_cache else None)
+
+    stacked_kv = (jnp.stack(cache_kv[0]), jnp.stack(cache_kv[1])) if with_cache else None  # [L, B, K, S, Dh]
+    x, kv_out = jax.lax.scan(body, x, (stacked, stacked_kv))
+    if not with_cache:
+        return x, (), ()
+    return x, tuple(kv_out[0]), tuple(kv_out[1])
 
 
 class LlamaForCausalLM(nnx.Module):
@@ -292,12 +371,8 @@ class LlamaForCausalLM(nnx.Module):
         cos, sin = rope_tables(positions, inv_freq)
 
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
-        new_keys, new_values = [], []
-        for i, layer in enumerate(self.layers):
-            cache_kv = None if cache is None else (cache.keys[i], cache.values[i])
-            x, (k, v) = layer(x, cos, sin, allowed, cache_kv, index)
-            new_keys.append(k)
-            new_values.append(v)
+        cache_kv = None if cache is None else (cache.keys, cache.values)
+        x, new_keys, new_values = run_layers(self.layers, self.config, x, cos, sin, allowed, cache_kv, index)
         hidden = self.norm(x)
         if cache is None:
             return hidden, None
