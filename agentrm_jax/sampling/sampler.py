@@ -22,6 +22,16 @@ A prompt that occurs again in the same call continues the sample count (its
 second occurrence draws samples n..2n-1), so repeated prompts still get
 distinct samples: `[p, p]` with n=1 gives what `[p]` with n=2 gives.
 
+Prefix cache (`prefix_cache=True`, see prefix_cache.py): the KV of earlier
+prompts and completions is kept in token blocks, and a prompt only prefills
+its uncached suffix. Row r of such a prefill is laid out as
+`[pad | cached prefix (p_r) | pad | suffix (s_r) | generated]`: the prefix
+region (Pp slots, bucketed) is right-aligned, the suffix region (Ts slots,
+bucketed) left-padded, so every row writes its suffix at the same slots
+[Pp, Pp + Ts) with one scalar cache index. The masked slots in the middle
+change neither positions (the cumulative sum of the mask) nor attention, so
+the result equals a prefill of the whole prompt (to float rounding).
+
 The sampler keeps a reference to the model and splits it (`nnx.split`, a few
 ms) at the start of every call, so samples always use the model's current
 weights, in-place updates (an optimizer step, `nnx.update`) included.
@@ -42,6 +52,8 @@ from flax import nnx
 
 from agentrm_jax.models.buckets import bucket_length, next_power_of_two
 from agentrm_jax.models.llama import KVCache, LlamaForCausalLM
+from agentrm_jax.sampling import prefix_cache as _pc
+from agentrm_jax.sampling.prefix_cache import DEFAULT_BLOCK, DEFAULT_KV_CACHE_MB, PrefixCache
 from agentrm_jax.sampling.strategies import SamplingStrategy, select_next
 
 Prompt = str | Sequence[dict[str, str]]
@@ -71,6 +83,25 @@ def _prefill(graphdef, params, ids, mask, *, n: int, cache_len: int):
     hidden, cache = model.backbone(ids, mask, cache)
     logits = model.logits(hidden[:, -1])  # left padding: the last slot is the last real token
     return jnp.repeat(logits, n, axis=0), cache.pad_to(cache_len).repeat(n)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "n", "cache_len"))
+def _prefill_cached(graphdef, params, prefix_keys, prefix_values, prefix_mask, ids, mask, *, n: int,
+                    cache_len: int):
+    """Prefill of prompt suffixes on top of cached prefixes (layout in the module docstring).
+
+    prefix_keys/values: per layer [B, K, Pp, Dh]; prefix_mask [B, Pp] right-aligned; ids/mask [B, Ts]
+    left-padded suffixes, written at slots [Pp, Pp + Ts). -> (logits [B*n, V], cache [B*n, cache_len]).
+    """
+    model: LlamaForCausalLM = nnx.merge(graphdef, params)
+    pp = prefix_mask.shape[1]
+    pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, cache_len - pp), (0, 0)))
+    cache = KVCache(keys=tuple(map(pad, prefix_keys)), values=tuple(map(pad, prefix_values)),
+                    mask=jnp.pad(prefix_mask.astype(bool), ((0, 0), (0, cache_len - pp))),
+                    index=jnp.asarray(pp, jnp.int32))
+    hidden, cache = model.backbone(ids, mask, cache)
+    logits = model.logits(hidden[:, -1])  # left padding: the last slot is the last real token
+    return jnp.repeat(logits, n, axis=0), cache.repeat(n)
 
 
 # The state is donated: the KV cache is by far the largest buffer and each chunk
@@ -111,8 +142,9 @@ def prompt_hash(ids: Sequence[int]) -> int:
 
 
 def compile_counts() -> dict[str, int]:
-    """How many programs the prefill and decode jits hold (one per distinct shape bucket)."""
-    return {"prefill": _prefill._cache_size(), "decode": _decode._cache_size()}
+    """How many programs the prefill, decode and prefix-cache jits hold (one per distinct shape bucket)."""
+    return {"prefill": _prefill._cache_size(), "prefill_cached": _prefill_cached._cache_size(),
+            "decode": _decode._cache_size(), **_pc.compile_counts()}
 
 
 def check_max_new_tokens(max_new_tokens: int, context_window: int) -> None:
@@ -133,6 +165,10 @@ class SamplerStats:
     decode_rows: int = 0  # real sequences decoded (prompts x n)
     generated_tokens: int = 0  # tokens of the returned completions (sum of len(token_ids)), EOS included
     discarded_tokens: int = 0  # tokens decoded past a stop (the rest of a decode chunk) and dropped
+    prefilled_tokens: int = 0  # prompt tokens run through a prefill (with the prefix cache: uncached suffixes)
+    cache_hit_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    cache_evictions: int = 0  # prefix-cache blocks evicted to make room
+    cache_bytes: int = 0  # bytes of KV the prefix cache holds now
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,12 +192,21 @@ class Sampler:
     a row (finish_reason "stop", text kept whole) at the first token whose
     decoded completion satisfies it; like stop strings it is checked every
     STOP_CHECK_EVERY tokens and the completion is trimmed back to that token.
+
+    prefix_cache=True keeps the KV of prompts and completions (up to kv_cache_mb MB, LRU eviction,
+    blocks of cache_block tokens) so later prompts that extend them prefill only the new tokens;
+    kv_cache_mb=0 disables it too. The cache is emptied when the model's weights change.
     """
 
     def __init__(self, model: LlamaForCausalLM, tokenizer: Any, *, max_batch: int = 8,
-                 stop_when: Callable[[str], bool] | None = None):
+                 stop_when: Callable[[str], bool] | None = None, prefix_cache: bool = False,
+                 kv_cache_mb: float = DEFAULT_KV_CACHE_MB, cache_block: int = DEFAULT_BLOCK):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if kv_cache_mb < 0:
+            raise ValueError(f"kv_cache_mb must be >= 0 (0 disables the prefix cache), got {kv_cache_mb}")
+        self.cache = (PrefixCache(model.config, model.dtype, budget_mb=kv_cache_mb, block=cache_block)
+                      if prefix_cache and kv_cache_mb > 0 else None)
         self.stop_when = stop_when
         self.model = model
         self.config = model.config
@@ -212,6 +257,8 @@ class Sampler:
                     f"or ask for at most {self.config.max_position_embeddings - len(ids)} new tokens")
         stop = tuple(s for s in stop if s)
         graphdef, params = nnx.split(self.model)  # the current weights (see the module docstring)
+        if self.cache is not None:
+            self.cache.sync(graphdef, params)  # KV of other weights is stale
         key = jax.random.key(seed)
         seen: dict[tuple[int, ...], int] = {}
         streams = []  # (prompt hash, first sample index) of each prompt
@@ -229,17 +276,67 @@ class Sampler:
 
     def _generate_batch(self, graphdef, params, batch, streams, max_new_tokens, strategy, temperature, top_p,
                         n, stop, key):
+        hits = [self.cache.lookup(p) for p in batch] if self.cache is not None else [[] for _ in batch]
+        held: list = []
+        try:
+            results, cache, first_slots = self._decode_batch(graphdef, params, batch, hits, streams,
+                                                             max_new_tokens, strategy, temperature, top_p, n,
+                                                             stop, key)
+            if self.cache is not None:
+                rows = [(r * n + j, [*batch[r], *results[r][j].token_ids], hits[r], first_slots[r])
+                        for r in range(len(batch)) for j in range(n)]
+                held = self.cache.insert(cache.keys, cache.values, rows)
+        finally:
+            if self.cache is not None:
+                for nodes in (*hits, held):
+                    self.cache.release(nodes)
+                self.stats.cache_evictions = self.cache.stats.evictions
+                self.stats.cache_bytes = self.cache.bytes_held
+        return results
+
+    def _prefill_batch(self, graphdef, params, batch, hits, n, out_len):
+        """Logits [R, V] and KV cache of a batch, and the slot of each row's first uncached token.
+
+        Rows with cached prefixes (`hits`, lists of blocks) prefill only their suffix (layout in
+        the module docstring); without any hit it is the plain left-padded prefill.
+        """
+        rows_b = next_power_of_two(len(batch))
+        block = self.cache.block if self.cache is not None else 1
+        cached = [len(h) * block for h in hits]
+        suffixes = [len(p) - c for p, c in zip(batch, cached)]
+        suffix_len = bucket_length(max(suffixes), MIN_PROMPT_BUCKET)
+        ids = np.full((rows_b, suffix_len), self.pad_id, np.int32)
+        mask = np.zeros((rows_b, suffix_len), np.int32)
+        for r, (p, c) in enumerate(zip(batch, cached)):
+            ids[r, suffix_len - len(p) + c:] = p[c:]
+            mask[r, suffix_len - len(p) + c:] = 1
+        self.stats.prefilled_tokens += sum(suffixes)
+        self.stats.cache_hit_tokens += sum(cached)
+        if not any(cached):
+            logits, cache = _prefill(graphdef, params, jnp.asarray(ids), jnp.asarray(mask), n=n,
+                                     cache_len=suffix_len + out_len)
+            return logits, cache, [suffix_len - s for s in suffixes]
+        prefix_len = -(-bucket_length(max(cached), block) // block) * block
+        table = np.zeros((rows_b, prefix_len // block), np.int32)  # page 0: the scratch page, masked
+        prefix_mask = np.zeros((rows_b, prefix_len), np.int32)
+        for r, (h, c) in enumerate(zip(hits, cached)):
+            if h:
+                table[r, len(table[r]) - len(h):] = [node.page for node in h]
+                prefix_mask[r, prefix_len - c:] = 1
+        prefix_keys, prefix_values = self.cache.gather(table)
+        # Total slots bucketed too, so the decode programs are shared with the plain path's lengths.
+        cache_len = bucket_length(prefix_len + suffix_len, MIN_PROMPT_BUCKET) + out_len
+        logits, cache = _prefill_cached(graphdef, params, prefix_keys, prefix_values, jnp.asarray(prefix_mask),
+                                        jnp.asarray(ids), jnp.asarray(mask), n=n, cache_len=cache_len)
+        return logits, cache, [prefix_len + suffix_len - s for s in suffixes]
+
+    def _decode_batch(self, graphdef, params, batch, hits, streams, max_new_tokens, strategy, temperature, top_p,
+                      n, stop, key):
+        """(completions per prompt, the final KV cache, each prompt's first uncached slot)."""
         real = len(batch)
         rows_b = next_power_of_two(real)
-        prompt_len = bucket_length(max(len(p) for p in batch), MIN_PROMPT_BUCKET)
         out_len = next_power_of_two(max_new_tokens, 8)
-        ids = np.full((rows_b, prompt_len), self.pad_id, np.int32)
-        mask = np.zeros((rows_b, prompt_len), np.int32)
-        for r, p in enumerate(batch):
-            ids[r, prompt_len - len(p):] = p
-            mask[r, prompt_len - len(p):] = 1
-        logits, cache = _prefill(graphdef, params, jnp.asarray(ids), jnp.asarray(mask), n=n,
-                                 cache_len=prompt_len + out_len)
+        logits, cache, first_slots = self._prefill_batch(graphdef, params, batch, hits, n, out_len)
         self.stats.prefill_calls += 1
         self.stats.prefill_rows += real
         rows = rows_b * n
@@ -287,7 +384,7 @@ class Sampler:
                 row.append(completion)
             results.append(row)
         self.stats.decode_rows += real * n
-        return results
+        return results, state.cache, first_slots
 
     def _stops(self, text: str, stop: tuple[str, ...]) -> bool:
         return any(s in text for s in stop) or (self.stop_when is not None and self.stop_when(text))
