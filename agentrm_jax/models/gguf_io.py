@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -270,13 +270,12 @@ def open_gguf(path: str | os.PathLike):
         raise ValueError(f"{path}: the GGUF file is truncated or damaged ({size:,} bytes; the reader failed "
                          f"with: {str(e)[:160]}); download or copy it again") from None
 
-def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
-    """Reads, checks, dequantizes and renames every tensor of a llama GGUF file.
+def iter_gguf(path: str | os.PathLike) -> tuple[dict[str, Any], Iterator[tuple[str, np.ndarray]]]:
+    """(transformers config dict, lazy (name, float32 array) pairs) of a llama GGUF file.
 
-    Returns transformers' config dict and state dict (float32, [out, in]); about
-    5 s for SmolLM2-135M, most of it `GGUFReader` parsing the tokenizer arrays.
-    Raises ValueError naming the field or tensor for anything a LlamaForCausalLM
-    cannot hold; nothing is dequantized before every shape has been checked.
+    Every name and shape is checked before this returns; each tensor is dequantized (and its
+    RoPE rows reordered) only when the iterator reaches it, so a caller that places tensors
+    one by one (`loading.load_model`) never holds more than one dequantized tensor.
     """
     path = Path(path)
     source = str(path)
@@ -297,14 +296,28 @@ def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
                              "llama.* metadata")
 
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
-    tensors = {}
-    for t in reader.tensors:
-        name = hf_tensor_name(t.name)
-        array = _dequantize(t, source).reshape(expected[name])
-        if ".self_attn.q_proj." in name:
-            array = unpermute_rope_rows(array, heads)
-        elif ".self_attn.k_proj." in name:
-            array = unpermute_rope_rows(array, kv_heads)
-        tensors[name] = array
-    return GGUFCheckpoint(hf_config=config, tensors=tensors)
 
+    def tensors() -> Iterator[tuple[str, np.ndarray]]:
+        for t in reader.tensors:
+            name = hf_tensor_name(t.name)
+            array = _dequantize(t, source).reshape(expected[name])
+            if ".self_attn.q_proj." in name:
+                array = unpermute_rope_rows(array, heads)
+            elif ".self_attn.k_proj." in name:
+                array = unpermute_rope_rows(array, kv_heads)
+            yield name, array
+
+    return config, tensors()
+
+
+def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
+    """Reads, checks, dequantizes and renames every tensor of a llama GGUF file.
+
+    Returns transformers' config dict and state dict (float32, [out, in]); about
+    5 s for SmolLM2-135M, most of it `GGUFReader` parsing the tokenizer arrays.
+    Raises ValueError naming the field or tensor for anything a LlamaForCausalLM
+    cannot hold; nothing is dequantized before every shape has been checked.
+    `iter_gguf` is the same, one tensor at a time.
+    """
+    config, tensors = iter_gguf(path)
+    return GGUFCheckpoint(hf_config=config, tensors=dict(tensors))

@@ -5,10 +5,17 @@ tensor name (regex) -> our parameter path + a layout rule. The GGUF reader first
 turns a GGUF file into transformers names and layouts (`gguf_io.py`), so both
 formats share the table, and export (`to_hf_state_dict`) is the same table run
 backwards.
+
+Placement: every parameter is built straight into its target sharding with
+`jax.make_array_from_callback`, which asks the (memory-mapped or freshly
+dequantized) host tensor for one device's slice at a time, so no device ever holds
+more than its shard, and a host only reads the slices its own devices need. With
+`mesh=None` the same path targets the default device.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -24,6 +31,8 @@ from flax import nnx
 
 from agentrm_jax.models.config import ModelConfig
 from agentrm_jax.models.llama import LlamaForCausalLM
+from agentrm_jax.models.sharding import (MAX_REPLICATED_FRACTION, TRAIN_RULES, ShardingPlan, check_replication,
+                                         param_shardings)
 
 # Layout rules. We keep transformers' [out, in] orientation (see llama.dense) and
 # only split the head axes out:
@@ -90,22 +99,66 @@ def _path_str(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
+def _place(host: np.ndarray, sharding: jax.sharding.Sharding, dtype) -> jax.Array:
+    """A jax.Array with `sharding` whose shards are copied from `host` slice by slice.
+
+    Each slice is a fresh `dtype` copy: never a view of a memory-mapped file, which a
+    later overwrite of that file would change under the model (or crash on).
+    """
+    return jax.make_array_from_callback(host.shape, sharding,
+                                        lambda index: np.array(host[index], dtype=dtype, copy=True))
+
+
+def target_shardings(config: ModelConfig, *, mesh: jax.sharding.Mesh | None = None, rules=None,
+                     dtype="float32", param_dtype=None, strict: bool = True) -> dict[str, jax.sharding.Sharding]:
+    """Our parameter path -> where `model_from_hf_tensors` puts it: the rules table's NamedSharding
+    on `mesh` (rules default: TRAIN_RULES), or the default device without a mesh."""
+    return _placement(_abstract_model(config, dtype, param_dtype), mesh, rules, strict)[0]
+
+
+def _placement(abstract: LlamaForCausalLM, mesh, rules, strict: bool):
+    """(path -> Sharding, the ShardingPlan or None, the nnx.State of shardings or None)."""
+    params = nnx.state(abstract, nnx.Param)
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return {_path_str(path): device for path, _ in nnx.to_flat_state(params)}, None, None
+    plan = ShardingPlan(mesh, dict(TRAIN_RULES if rules is None else rules))
+    shardings = param_shardings(abstract, plan, strict=strict)
+    return {_path_str(path): s for path, s in nnx.to_flat_state(shardings)}, plan, shardings
+
+
+def _abstract_model(config: ModelConfig, dtype, param_dtype) -> LlamaForCausalLM:
+    dtype = jnp.dtype(dtype)
+    param_dtype = jnp.dtype(param_dtype or dtype)
+    return nnx.eval_shape(lambda: LlamaForCausalLM(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+
+
 def model_from_hf_tensors(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]], *,
                           dtype="float32", param_dtype=None, source: str = "checkpoint",
-                          zeros_if_missing: tuple[str, ...] = ()) -> LlamaForCausalLM:
+                          zeros_if_missing: tuple[str, ...] = (), mesh: jax.sharding.Mesh | None = None,
+                          rules=None, strict: bool = True,
+                          max_replicated_fraction: float = MAX_REPLICATED_FRACTION) -> LlamaForCausalLM:
     """Builds a model from (HF name, array) pairs without random init.
 
     Every parameter must be provided exactly once with the right shape; unknown
     tensors are an error naming them (`source` names the file in messages).
     `zeros_if_missing` lists our parameter paths that may be absent and are
     then zero (a sequence classifier ships no `lm_head`).
+
+    Sharding: with `mesh`, each parameter goes straight to the NamedSharding that `rules`
+    (default TRAIN_RULES; `strict` as in `ShardingPlan.spec`) give its logical axes, one
+    device slice at a time (see the module docstring); the replication guardrail
+    (`sharding.check_replication`) runs before any tensor is read. Without a mesh,
+    everything goes to the default device.
     """
-    dtype = jnp.dtype(dtype)
     param_dtype = jnp.dtype(param_dtype or dtype)
-    abstract = nnx.eval_shape(lambda: LlamaForCausalLM(config, dtype=dtype, param_dtype=param_dtype,
-                                                       rngs=nnx.Rngs(0)))
+    abstract = _abstract_model(config, dtype, param_dtype)
     graphdef, state = nnx.split(abstract)
     targets = {_path_str(path): var for path, var in nnx.to_flat_state(state)}
+    placement, plan, shardings = _placement(abstract, mesh, rules, strict)
+    if plan is not None:
+        check_replication(nnx.state(abstract, nnx.Param), shardings, plan,
+                          max_replicated_fraction=max_replicated_fraction)
     filled: set[str] = set()
     unknown = []
     for name, array in tensors:
@@ -125,14 +178,15 @@ def model_from_hf_tensors(config: ModelConfig, tensors: Iterable[tuple[str, np.n
         if tuple(np.shape(array)) != expected:
             raise ValueError(f"{source}: tensor {name!r} has shape {tuple(np.shape(array))}, but config.json "
                              f"implies {expected} (our {path!r} is {var.shape})")
-        value = np.asarray(array).reshape(var.shape)  # every rule only splits head axes out
-        var.set_value(jnp.asarray(value, param_dtype))
+        host = np.asarray(array).reshape(var.shape)  # every rule only splits head axes out: a view, no copy
+        var.set_value(_place(host, placement[path], param_dtype))
         filled.add(path)
     if unknown:
         raise ValueError(f"{source}: {len(unknown)} tensors are not part of a {config.model_type} model: "
                          f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
     for path in set(zeros_if_missing) & (set(targets) - filled):
-        targets[path].set_value(jnp.zeros(targets[path].shape, param_dtype))
+        zeros = np.broadcast_to(np.zeros((), param_dtype), targets[path].shape)  # no full-size host buffer
+        targets[path].set_value(_place(zeros, placement[path], param_dtype))
         filled.add(path)
     missing = sorted(set(targets) - filled)
     if missing:
@@ -215,25 +269,44 @@ def read_config_json(config_file: Path) -> dict[str, Any]:
     return config
 
 
-def load_model(path: str | os.PathLike, *, dtype="float32", param_dtype=None) -> LlamaForCausalLM:
-    """Model only, from an HF directory (config.json + safetensors) or a `.gguf` file."""
-    path = Path(path)
-    if path.suffix == ".gguf":
-        from agentrm_jax.models.gguf_io import read_gguf
+def load_model(path: str | os.PathLike, *, dtype="float32", param_dtype=None, mesh: jax.sharding.Mesh | None = None,
+               rules=None, strict: bool = True, max_replicated_fraction: float = MAX_REPLICATED_FRACTION,
+               config_overrides: dict[str, Any] | None = None) -> LlamaForCausalLM:
+    """Model only, from an HF directory (config.json + safetensors) or a `.gguf` file.
 
-        ckpt = read_gguf(path)
-        config = ModelConfig.from_hf_config(ckpt.hf_config)
-        return model_from_hf_tensors(config, ckpt.tensors.items(), dtype=dtype, param_dtype=param_dtype,
-                                     source=str(path))
+    `mesh` / `rules`: shard every parameter straight onto the mesh as it is read (see
+    `model_from_hf_tensors`); safetensors are memory-mapped, GGUF tensors are dequantized one at
+    a time, so the host holds at most one float32 tensor beyond the file's pages.
+    `config_overrides`: ModelConfig fields to replace, e.g. {"remat": "full", "scan_layers": True}.
+    """
+    path = Path(path)
+    kw = dict(dtype=dtype, param_dtype=param_dtype, source=str(path), mesh=mesh, rules=rules, strict=strict,
+              max_replicated_fraction=max_replicated_fraction)
+    if path.suffix == ".gguf":
+        from agentrm_jax.models.gguf_io import iter_gguf
+
+        hf_config, tensors = iter_gguf(path)
+        return model_from_hf_tensors(_config(hf_config, config_overrides), tensors, **kw)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a directory with config.json nor a .gguf file")
-    config = ModelConfig.from_hf_config(read_config_json(path / "config.json"))
+    config = _config(read_config_json(path / "config.json"), config_overrides)
 
     def tensors():
         for f in _safetensors_files(path):
             yield from iter_safetensors(f)
 
-    return model_from_hf_tensors(config, tensors(), dtype=dtype, param_dtype=param_dtype, source=str(path))
+    return model_from_hf_tensors(config, tensors(), **kw)
+
+
+def _config(hf_config: dict[str, Any], overrides: dict[str, Any] | None) -> ModelConfig:
+    config = ModelConfig.from_hf_config(hf_config)
+    if not overrides:
+        return config
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
+    if unknown:
+        raise ValueError(f"config_overrides {unknown} are not ModelConfig fields (e.g. remat, scan_layers, "
+                         "attention_impl)")
+    return dataclasses.replace(config, **overrides)
 
 
 def load_tokenizer(path: str | os.PathLike) -> Any:
@@ -254,9 +327,10 @@ def load_tokenizer(path: str | os.PathLike) -> Any:
     return tokenizer
 
 
-def from_pretrained(path: str | os.PathLike, *, dtype="float32", param_dtype=None):
-    """(model, tokenizer) from an HF directory or a `.gguf` file; see `load_model`."""
-    return load_model(path, dtype=dtype, param_dtype=param_dtype), load_tokenizer(path)
+def from_pretrained(path: str | os.PathLike, *, dtype="float32", param_dtype=None, **load_options):
+    """(model, tokenizer) from an HF directory or a `.gguf` file; `load_options` (mesh, rules, ...)
+    go to `load_model`."""
+    return load_model(path, dtype=dtype, param_dtype=param_dtype, **load_options), load_tokenizer(path)
 
 
 def count_params(model: LlamaForCausalLM) -> int:

@@ -39,6 +39,11 @@ TRAIN_RULES: Mapping[str, MeshAxes] = {
 SAMPLE_RULES: Mapping[str, MeshAxes] = {**TRAIN_RULES, "embed": None}
 
 
+# MaxText's guardrail: on a mesh that can split parameters, a model that leaves more than this
+# share of its parameter bytes whole on every device is a wrong mesh or rules, not a choice.
+MAX_REPLICATED_FRACTION = 0.05
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardingPlan:
     """A mesh plus the rules that place logical axes on it."""
@@ -109,13 +114,63 @@ def param_shardings(model: nnx.Module, plan: ShardingPlan, *, strict: bool = Tru
     return nnx.map_state(one, state)
 
 
-def shard_model(model: nnx.Module, plan: ShardingPlan, *, strict: bool = True) -> nnx.Module:
-    """Places the model's parameters on the mesh (in place) and returns it."""
+def shard_model(model: nnx.Module, plan: ShardingPlan, *, strict: bool = True,
+                max_replicated_fraction: float = MAX_REPLICATED_FRACTION) -> nnx.Module:
+    """Places the model's parameters on the mesh (in place) and returns it.
+
+    Raises (before moving anything) when more than `max_replicated_fraction` of the parameter
+    bytes would stay whole on every device: see `check_replication`.
+    """
     shardings = param_shardings(model, plan, strict=strict)
-    for (_, var), (_, sharding) in zip(nnx.to_flat_state(nnx.state(model, nnx.Param)),
-                                       nnx.to_flat_state(shardings)):
+    params = nnx.state(model, nnx.Param)
+    check_replication(params, shardings, plan, max_replicated_fraction=max_replicated_fraction)
+    for (_, var), (_, sharding) in zip(nnx.to_flat_state(params), nnx.to_flat_state(shardings)):
         var.set_value(jax.device_put(var.get_value(), sharding))
     return model
+
+
+
+def parameter_split_size(params: nnx.State, plan: ShardingPlan) -> int:
+    """How many ways the rules could split parameters on this mesh: the product of the sizes of
+    the mesh axes that the parameters' logical axes map to (1 on a data-only mesh)."""
+    names = {a for _, var in nnx.to_flat_state(params) for a in (var.get_metadata().get("logical_axes") or ())
+             if a is not None}
+    axes: set[str] = set()
+    for name in names:
+        target = plan.rules.get(name)
+        axes.update(() if target is None else ((target,) if isinstance(target, str) else target))
+    return math.prod(plan.mesh.shape[a] for a in axes if a in plan.mesh.shape)
+
+
+def check_replication(params: nnx.State, shardings, plan: ShardingPlan, *,
+                      max_replicated_fraction: float = MAX_REPLICATED_FRACTION) -> float:
+    """Returns the fraction of parameter bytes that `shardings` leave fully replicated, and raises
+    one ValueError naming the largest replicated tensors when it exceeds `max_replicated_fraction`
+    on a mesh whose parameter axes (`parameter_split_size`) have more than one device.
+
+    `params`: an nnx.State of parameters (concrete or abstract); `shardings`: the matching State
+    of NamedSharding (`param_shardings`) or None to read each array's own sharding.
+    """
+    flat = nnx.to_flat_state(params)
+    placed = [s for _, s in nnx.to_flat_state(shardings)] if shardings is not None else \
+        [var.get_value().sharding for _, var in flat]
+    total, rows = 0, []
+    for (path, var), sharding in zip(flat, placed):
+        nbytes = math.prod(var.shape) * jax.numpy.dtype(var.get_value().dtype).itemsize
+        total += nbytes
+        if sharding.is_fully_replicated:
+            rows.append((nbytes, ".".join(map(str, path)), tuple(var.shape)))
+    fraction = sum(r[0] for r in rows) / max(total, 1)
+    split = parameter_split_size(params, plan)
+    if split > 1 and fraction > max_replicated_fraction:
+        rows.sort(reverse=True)
+        size = lambda n: f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+        largest = ", ".join(f"{name} {list(shape)} ({size(nbytes)})" for nbytes, name, shape in rows[:5])
+        raise ValueError(f"{fraction:.0%} of parameter bytes would be replicated on every device of mesh "
+                         f"{dict(plan.mesh.shape)} (limit {max_replicated_fraction:.0%}); largest replicated: "
+                         f"{largest}; pick fsdp / tensor sizes that divide these dimensions, or pass "
+                         f"max_replicated_fraction=1.0 to accept it")
+    return fraction
 
 
 def largest_replicated(model: nnx.Module, top: int = 5) -> list[tuple[str, int]]:
