@@ -93,6 +93,9 @@ def masked_sum(per: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(sum of `per` over entries where `valid`, number of valid entries), float32 scalars.
 
     Sums rather than means so micro-batches and devices add up exactly (the trainer divides once).
+    A NaN in `per` at an invalid entry reaches neither the sum nor the gradient; a NaN *input* of
+    an invalid entry's formula (a label, a score) must be zeroed before it (`where`), as the mean
+    losses here do, or its 0 * NaN would reach the gradient.
     """
     # where, not multiply: a NaN at an invalid entry (padding, filler) must not reach the sum or its gradient
     total = jnp.sum(jnp.where(valid, per, 0.0))
@@ -116,4 +119,5 @@ def value_targets_loss(values: jax.Array, index: jax.Array, targets: jax.Array, 
     ok = index >= 0
     if valid is not None:
         ok = ok & valid.astype(bool)
+    targets = jnp.where(ok, targets, 0.0)  # a NaN target at padding must not reach the gradient either
     return masked_mean(value_losses(gather_positions(values.astype(jnp.float32), index), targets, loss=loss), ok)

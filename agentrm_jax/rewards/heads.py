@@ -8,7 +8,7 @@ with one label, which is how our RMs are saved and how RMs trained elsewhere
 are loaded (`rewards.io`).
 
 `value_head(params, hidden)` is the head as a pure function of its parameter
-dict (`nnx.state(head).to_pure_dict()`: weight, and bias / mlp_weight /
+dict (`nnx.to_pure_dict(nnx.state(head))`: weight, and bias / mlp_weight /
 mlp_bias when configured), for hidden states computed anywhere.
 """
 

@@ -93,8 +93,10 @@ def outcome_losses(rewards: jax.Array, labels: jax.Array) -> jax.Array:
 
 def outcome_loss(rewards: jax.Array, labels: jax.Array, valid: jax.Array | None = None) -> jax.Array:
     """Mean `outcome_losses` over the rows where `valid` (bool [B]; None = all); scalar float32, 0 if none."""
-    per = outcome_losses(rewards, labels)
-    return masked_mean(per, jnp.ones(per.shape, bool) if valid is None else valid.astype(bool))
+    valid = jnp.ones(rewards.shape, bool) if valid is None else valid.astype(bool)
+    # zero the inputs of invalid rows too, so a NaN there cannot meet a zero cotangent in the gradient
+    per = outcome_losses(jnp.where(valid, rewards, 0.0), jnp.where(valid, labels, 0.0))
+    return masked_mean(per, valid)
 
 
 def aggregate_steps(rewards: jax.Array, valid: jax.Array, how: str = "min") -> jax.Array:

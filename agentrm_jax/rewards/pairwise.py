@@ -27,8 +27,10 @@ def bradley_terry_losses(chosen: jax.Array, rejected: jax.Array, margin: float |
 def bradley_terry_loss(chosen: jax.Array, rejected: jax.Array, margin: float | jax.Array = 0.0,
                        valid: jax.Array | None = None) -> jax.Array:
     """Mean `bradley_terry_losses` over the pairs where `valid` (bool [P]; None = all); float32 scalar."""
-    per = bradley_terry_losses(chosen, rejected, margin)
-    return masked_mean(per, jnp.ones(per.shape, bool) if valid is None else valid.astype(bool))
+    valid = jnp.ones(jnp.shape(chosen), bool) if valid is None else valid.astype(bool)
+    # zero the inputs of invalid pairs too, so a NaN there cannot meet a zero cotangent in the gradient
+    chosen, rejected, margin = (jnp.where(valid, x, 0.0) for x in (chosen, rejected, margin))
+    return masked_mean(bradley_terry_losses(chosen, rejected, margin), valid)
 
 
 def pairwise_accuracy(chosen: jax.Array, rejected: jax.Array) -> jax.Array:
