@@ -142,3 +142,16 @@ def test_maze_nodes_on_a_shortest_path_get_higher_values():
     mean_on, mean_off = sum(on) / len(on), sum(off) / len(off)
     # measured at these seeds: 0.37 on a shortest path, 0.15 off it
     assert mean_on > mean_off + 0.15 and mean_on > 2 * mean_off, (mean_on, mean_off)
+
+
+def test_progress_outcomes_and_the_prior_option():
+    [tree] = grow(coin_cfg(value="progress", simulations=200))
+    got = arms(tree)
+    n = len(got["pull a"].rollouts)
+    assert set(got["pull a"].rollouts) <= {0.5, 1.0}
+    truth = P_HEADS + (1 - P_HEADS) * 0.5  # progress 1 on success, 0.5 after a pull that fails
+    assert abs(got["pull a"].value - truth) <= 3 * 0.5 * math.sqrt(P_HEADS * (1 - P_HEADS) / n)
+    plain = coin_cfg(max_depth=None, simulations=40, c=4.0)
+    with_prior = plain.replace(prior=True)
+    assert plain.fingerprint() != with_prior.fingerprint()
+    assert [t.to_dict() for t in grow(plain)] != [t.to_dict() for t in grow(with_prior)]
