@@ -27,10 +27,12 @@ Design
   down the trie and copies the KV of every new full block from the decode cache
   (where a row's uncached tokens sit in consecutive slots) into fresh pages: one
   jitted scatter per call, the pool donated so it is updated in place.
-* Eviction. When the pool is full, the least recently used leaf block that the
-  current call does not use is dropped (an inner block cannot go before its
-  children: they would become unreachable). Insertion is best effort: when
-  nothing can be evicted the rest of a sequence is simply not stored.
+* Eviction. When the pool is full, the least recently used leaf block is
+  dropped (an inner block cannot go before its children: they would become
+  unreachable), except the blocks the insert in flight created or is extending.
+  Blocks are only evicted while inserting, after the call's prefill has read its
+  hits. Insertion is best effort: when nothing can be evicted the rest of a
+  sequence is simply not stored.
 * Staleness. KV depends on the weights: `sync(graphdef, params)` (called at the
   start of every sampler call) empties the cache when the model's structure or
   any of its parameter arrays changed since the last call (weak references to
@@ -76,7 +78,7 @@ def _store(pool_keys, pool_values, cache_keys, cache_values, rows, starts, pages
     return (tuple(map(one, pool_keys, cache_keys)), tuple(map(one, pool_values, cache_values)))
 
 
-@functools.partial(jax.jit, static_argnames=("pages",), donate_argnames=("pool",))
+@functools.partial(jax.jit, static_argnames=("pages",))  # not donated: the output is bigger than the input
 def _grow(pool, *, pages: int):
     """The pool arrays with `pages` pages (the new ones zero)."""
     return tuple(jnp.pad(p, ((0, pages - p.shape[0]), (0, 0), (0, 0), (0, 0))) for p in pool)
@@ -97,7 +99,7 @@ class _Node:
     page: int
     children: dict[tuple[int, ...], "_Node"] = dataclasses.field(default_factory=dict)
     last_used: int = 0
-    pinned: int = 0  # the call in flight uses it: not evictable
+    pinned: int = 0  # created by the insert in flight: not evictable
 
 
 @dataclasses.dataclass
@@ -172,9 +174,10 @@ class PrefixCache:
     # ---------------------------------------------------------------- reading
 
     def lookup(self, ids: Sequence[int]) -> list[_Node]:
-        """The stored blocks of `ids`' longest cached block-aligned prefix, root first, pinned for the call.
+        """The stored blocks of `ids`' longest cached block-aligned prefix, root first (marked used now).
 
         At least one token is always left over: the prefill needs the last prompt token's logits.
+        Blocks are only evicted by `insert`, so they stay valid until then.
         """
         self._tick += 1
         node, path = self._root, []
@@ -183,15 +186,9 @@ class PrefixCache:
             if child is None:
                 break
             child.last_used = self._tick
-            child.pinned += 1
             path.append(child)
             node = child
         return path
-
-    def release(self, nodes: Sequence[_Node]) -> None:
-        """Unpins nodes from `lookup` / `insert` once the call is done with them."""
-        for node in nodes:
-            node.pinned -= 1
 
     def gather(self, table: np.ndarray) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
         """Prefix keys and values [B, K, nb * block, Dh] per layer for a page table [B, nb] (0 = scratch)."""
@@ -200,51 +197,54 @@ class PrefixCache:
 
     # ---------------------------------------------------------------- writing
 
-    def insert(self, cache_keys, cache_values, rows: Sequence[tuple[int, Sequence[int], list[_Node], int]]
-               ) -> list[_Node]:
-        """Stores the full blocks of finished rows; returns the nodes it walked (pinned: `release` them).
+    def insert(self, cache_keys, cache_values, rows: Sequence[tuple[int, Sequence[int], int, int]]) -> int:
+        """Stores the full blocks of finished rows; returns how many blocks were new.
 
-        rows: (cache row, token ids, the row's cached prefix nodes from `lookup`, slot of the first
-        token after that prefix). The tokens after the prefix must sit in consecutive slots of the
-        row in cache_keys / cache_values (per layer [R, K, S, Dh]), which hold their KV.
+        rows: (cache row, token ids, cached prefix length from `lookup` (a multiple of the block),
+        slot of the first token after that prefix). The tokens after the prefix must sit in
+        consecutive slots of that row in cache_keys / cache_values (per layer [R, K, S, Dh]).
         """
         self._tick += 1
-        held: list[_Node] = []  # pinned until the call ends: evicting one would orphan or overwrite a block
+        created: list[_Node] = []  # pinned until the scatter: reusing their pages would clash in it
         copies: list[tuple[int, int, int]] = []  # (cache row, slot, page)
-        for row, ids, prefix, slot in rows:
-            node = prefix[-1] if prefix else self._root
-            start = len(prefix)
-            for j in range(start, len(ids) // self.block):
+        for row, ids, cached, slot in rows:
+            start = cached // self.block
+            node = self._root
+            for j in range(len(ids) // self.block):
                 key = tuple(int(t) for t in ids[j * self.block:(j + 1) * self.block])
                 child = node.children.get(key)
                 if child is None:
-                    page = self._allocate()
+                    # A prefix block evicted by an earlier row of this call: its KV is not in the
+                    # row's consecutive slots, so the rest of the row cannot be stored.
+                    page = None if j < start else self._allocate(node)
                     if page is None:
-                        break  # full of blocks in use: store no more of this row
-                    child = _Node(key=key, parent=node, page=page)
+                        break
+                    child = _Node(key=key, parent=node, page=page, pinned=1)
                     node.children[key] = child
                     self._by_page[page] = child
+                    created.append(child)
                     copies.append((row, slot + (j - start) * self.block, page))
                 child.last_used = self._tick
-                child.pinned += 1
-                held.append(child)
                 node = child
         if copies:
-            m = next_power_of_two(len(copies))
+            m = next_power_of_two(len(copies), 16)  # few store programs: one per cache shape, mostly
             arr = np.zeros((3, m), np.int32)  # padding copies write cache row 0's first block to page 0
             arr[:, :len(copies)] = np.asarray(copies, np.int32).T
             self._pool_keys, self._pool_values = _store(self._pool_keys, self._pool_values, tuple(cache_keys),
                                                         tuple(cache_values), *map(jnp.asarray, arr),
                                                         block=self.block)
             self.stats.inserted_blocks += len(copies)
-        return held
+        for node in created:
+            node.pinned = 0
+        return len(copies)
 
-    def _allocate(self) -> int | None:
-        """A free page, growing the pool or evicting the LRU unpinned leaf; None when neither is possible."""
+    def _allocate(self, parent: _Node) -> int | None:
+        """A free page, growing the pool or evicting the LRU leaf (neither `parent`, which is about to get
+        a child, nor a block created by this insert); None when neither is possible."""
         if not self._free and self.blocks < self.capacity:
             self._ensure_pool(self._pool_pages + 1)
         if not self._free:
-            victims = [n for n in self._by_page.values() if not n.children and not n.pinned]
+            victims = [n for n in self._by_page.values() if not n.children and not n.pinned and n is not parent]
             if not victims:
                 return None
             victim = min(victims, key=lambda n: n.last_used)
@@ -270,3 +270,19 @@ class PrefixCache:
             self._pool_values = _grow(self._pool_values, pages=size)
             self._free = list(range(size - 1, self._pool_pages - 1, -1)) + self._free
         self._pool_pages = size
+
+
+def distinct_prefix_tokens(sequences: Sequence[Sequence[int]]) -> int:
+    """Tokens a perfect prefix cache would compute for `sequences`: the nodes of their token trie
+    (each distinct prefix once), the yardstick for `SamplerStats.prefilled_tokens`."""
+    root: dict = {}
+    count = 0
+    for seq in sequences:
+        node = root
+        for t in seq:
+            nxt = node.get(t)
+            if nxt is None:
+                nxt = node[t] = {}
+                count += 1
+            node = nxt
+    return count

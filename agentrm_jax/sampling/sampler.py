@@ -277,21 +277,15 @@ class Sampler:
     def _generate_batch(self, graphdef, params, batch, streams, max_new_tokens, strategy, temperature, top_p,
                         n, stop, key):
         hits = [self.cache.lookup(p) for p in batch] if self.cache is not None else [[] for _ in batch]
-        held: list = []
-        try:
-            results, cache, first_slots = self._decode_batch(graphdef, params, batch, hits, streams,
-                                                             max_new_tokens, strategy, temperature, top_p, n,
-                                                             stop, key)
-            if self.cache is not None:
-                rows = [(r * n + j, [*batch[r], *results[r][j].token_ids], hits[r], first_slots[r])
-                        for r in range(len(batch)) for j in range(n)]
-                held = self.cache.insert(cache.keys, cache.values, rows)
-        finally:
-            if self.cache is not None:
-                for nodes in (*hits, held):
-                    self.cache.release(nodes)
-                self.stats.cache_evictions = self.cache.stats.evictions
-                self.stats.cache_bytes = self.cache.bytes_held
+        results, cache, first_slots = self._decode_batch(graphdef, params, batch, hits, streams, max_new_tokens,
+                                                         strategy, temperature, top_p, n, stop, key)
+        if self.cache is not None:
+            # every sample's prompt + kept completion: the next turn's context extends one of them
+            rows = [(r * n + j, [*batch[r], *results[r][j].token_ids], len(hits[r]) * self.cache.block,
+                     first_slots[r]) for r in range(len(batch)) for j in range(n)]
+            self.cache.insert(cache.keys, cache.values, rows)
+            self.stats.cache_evictions = self.cache.stats.evictions
+            self.stats.cache_bytes = self.cache.bytes_held
         return results
 
     def _prefill_batch(self, graphdef, params, batch, hits, n, out_len):

@@ -33,7 +33,11 @@ class PolicyStats:
     contexts: int = 0  # contexts sampled for
     samples: int = 0  # step texts returned
     prefills: int = 0  # prompt prefills (JaxPolicy: one per context, shared by its n samples)
-    prompt_tokens: int = 0  # prompt tokens prefilled (OpenAIPolicy: as the server's usage reports)
+    prompt_tokens: int = 0  # prompt tokens sent (OpenAIPolicy: as the server's usage reports)
+    prefilled_tokens: int = 0  # prompt tokens the model computed (JaxPolicy: less the prefix-cache hits)
+    cache_hit_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (JaxPolicy)
+    cache_evictions: int = 0  # prefix-cache blocks evicted (JaxPolicy)
+    cache_bytes: int = 0  # bytes the prefix cache holds now (JaxPolicy)
     generated_tokens: int = 0  # tokens generated
     requests: int = 0  # HTTP requests that got an answer (OpenAIPolicy)
     attempts: int = 0  # HTTP attempts, retries included (OpenAIPolicy)

@@ -1,7 +1,8 @@
 """`JaxPolicy`: our in-process JAX model as a policy, through `Sampler` (the n samples of a context share
 one prefill). Decoding stops as soon as a complete action line has been generated (checked between decode
 chunks together with the stop strings "\\nObservation" / "\\nThought"), and the text is cut right after
-the first action line."""
+the first action line. A prefix KV cache (on by default) keeps the KV of earlier contexts and completions,
+so a turn prefills only what its context added (see `sampling.prefix_cache`)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from agentrm_jax.agents.prompts import STOP_STRINGS, action_line_complete, cut_a
 __all__ = ["JaxPolicy"]
 
 
-def _action_sampler(model, tokenizer, max_batch):
+def _action_sampler(model, tokenizer, max_batch, prefix_cache, kv_cache_mb):
     """A `Sampler` that also stops a row once its action line is complete (so decoding ends right after it)."""
     from agentrm_jax.sampling.sampler import Sampler
 
-    return Sampler(model, tokenizer, max_batch=max_batch, stop_when=action_line_complete)
+    return Sampler(model, tokenizer, max_batch=max_batch, stop_when=action_line_complete,
+                   prefix_cache=prefix_cache, kv_cache_mb=kv_cache_mb)
 
 
 class JaxPolicy:
@@ -32,13 +34,17 @@ class JaxPolicy:
     the call; a context repeated in one call gets fresh samples (see
     `sampling.sampler`). `stats.generated_tokens` counts the tokens of each
     completion up to the newline that ends its action line (or its stop string).
+
+    prefix_cache / kv_cache_mb: the sampler's prefix KV cache and its byte budget (prefix_cache=False or
+    kv_cache_mb=0 turns it off); `stats` reports the tokens prefilled and served from it.
     """
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 96, max_batch: int = 8, top_p: float = 1.0,
-                 top_k: int = 0, stop: Sequence[str] = STOP_STRINGS):
+                 top_k: int = 0, stop: Sequence[str] = STOP_STRINGS, prefix_cache: bool = True,
+                 kv_cache_mb: float = 512.0):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        self.sampler = _action_sampler(model, tokenizer, max_batch)
+        self.sampler = _action_sampler(model, tokenizer, max_batch, prefix_cache, kv_cache_mb)
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.top_p, self.top_k = top_p, top_k
@@ -57,7 +63,9 @@ class JaxPolicy:
     @property
     def stats(self) -> PolicyStats:
         s = self.sampler.stats
-        return dataclasses.replace(self._stats, prefills=s.prefill_rows, generated_tokens=s.generated_tokens)
+        return dataclasses.replace(self._stats, prefills=s.prefill_rows, generated_tokens=s.generated_tokens,
+                                   prefilled_tokens=s.prefilled_tokens, cache_hit_tokens=s.cache_hit_tokens,
+                                   cache_evictions=s.cache_evictions, cache_bytes=s.cache_bytes)
 
     def _encode(self, context: Messages) -> list[int]:
         messages = list(context)
