@@ -7,8 +7,9 @@ simulations, each of which (AgentRM's adaptation of ReST-MCTS):
    times the child's sample frequency when `prior` is set);
 2. if the leaf is terminal, backs its outcome up again; if it is shallower than `max_depth` and not yet
    expanded, expands it: k step texts sampled from the policy at `temperature` from the leaf's context,
-   parsed (`prompts.parse_step`; samples without an action are dropped, and none at all is an
-   `ExploreError`), duplicate actions merged into one child with their count, each child made by
+   parsed (`prompts.parse_step`; samples without an action are dropped; when none has one, the root
+   raises `ExploreError` (the policy cannot act) and any other node gets one child with the empty
+   action, which the env answers as the episode loop's would), duplicate actions merged into one child with their count, each child made by
    restoring the leaf's env snapshot and stepping its action; otherwise (a leaf at `max_depth`) it
    is re-evaluated: m more rollouts from it;
 3. evaluates each new child: a terminal child's value is the env's outcome; any other child runs
@@ -164,11 +165,13 @@ class TreeSearch:
                 merged[action][2] += 1
             else:
                 merged[action] = [thought, text, 1]
-        if not merged:
+        if not merged and leaf == 0:
             shown = (texts[0] if texts else "")[:80]
             raise ExploreError(f"{self.env_name}/{cfg.split}/{self.seed}: the policy returned no parsable action "
-                               f"in {cfg.k} samples at node {leaf} (depth {self.nodes[leaf]['depth']}); first "
-                               f"reply {shown!r}; a step must contain a line 'Action: ...'")
+                               f"in {cfg.k} samples at the root; first reply {shown!r}; a step must contain a "
+                               "line 'Action: ...'")
+        if not merged:  # as in the episode loop, unparsable text is the empty action, which the env answers
+            merged[""] = [parse_step(texts[0])[0] if texts else "", texts[0] if texts else "", len(texts)]
         self._expanded[leaf] = True
         new = []
         for action, (thought, text, count) in merged.items():

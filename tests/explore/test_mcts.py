@@ -8,6 +8,7 @@ import re
 import pytest
 from explore_helpers import P_HEADS, CoinEnv, CoinPolicy, MumblePolicy
 
+from agentrm_jax.agents.policies import turn_of
 from agentrm_jax.explore.config import ExploreConfig
 from agentrm_jax.explore.mcts import ExploreError, grow_trees
 
@@ -104,8 +105,23 @@ def test_a_policy_without_parsable_actions_is_one_clear_error():
         grow(coin_cfg(), MumblePolicy())
     message = str(info.value)
     assert "\n" not in message
-    assert "coin/train/0: the policy returned no parsable action in 8 samples at node 0" in message
+    assert "coin/train/0: the policy returned no parsable action in 8 samples at the root" in message
     assert "Action: ..." in message
+
+
+class MumbleAfterTheRoot(CoinPolicy):
+    """Acts at the root, then never names an action."""
+
+    def sample(self, contexts, n=1, temperature=0.0, seed=0):
+        rows = super().sample(contexts, n, temperature, seed)
+        return [row if turn_of(c) == 0 else ["Hmm, I wonder what this means and what I should be doing next in this odd little game."] * n for c, row in zip(contexts, rows)]
+
+
+def test_unparsable_samples_below_the_root_become_the_empty_action():
+    [tree] = grow(coin_cfg(max_depth=None, simulations=6), MumbleAfterTheRoot())
+    below = [n for n in tree.nodes if n.depth == 2]
+    assert below and all(n.action == "" and n.count == 8 and n.observation == "Nothing happens." for n in below)
+    assert all(n.thought.startswith("Hmm, I wonder what this means") for n in below)
 
 
 def _on_shortest_path(maze_env, tree, node_id) -> bool:
