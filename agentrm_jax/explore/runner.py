@@ -239,10 +239,12 @@ def run_explore(cfg: ExploreConfig, *, policy=None, factory: Callable[[], object
     try:
         if workers > 1:
             trees = _trees_in_pool(cfg, chunks, workers, lambda n: tick(n * cfg.simulations))
-        else:
+        elif chunks:
             policy_for = (lambda seed: policy) if policy is not None else policy_maker(cfg, factory)
             trees = (t.to_dict() for chunk in chunks
                      for t in grow_trees(cfg, chunk, policy_for=policy_for, factory=factory, on_simulation=tick))
+        else:  # nothing left to grow: no policy is built (a model would load for nothing)
+            trees = iter(())
         try:
             for row in trees:
                 if row["key"] in written or row["key"] not in keys:

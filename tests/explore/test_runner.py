@@ -149,3 +149,16 @@ def test_the_cpu_config_runs(tmp_path):
     assert main(["explore", "--config", str(REPO / "configs/explore_cpu.yaml"), "--seeds", "0-1", "--out", str(out),
                  "--no-progress"]) == 0
     assert len(read_trees(out)) == 2
+
+
+def test_a_finished_file_is_resumed_without_building_the_policy(tmp_path, monkeypatch):
+    import agentrm_jax.agents.factory as factory
+
+    cfg = ExploreConfig(env="coin", seeds=(0, 1), simulations=3, policy="bundled", output=str(tmp_path / "t.jsonl"))
+    run_explore(cfg, policy=CoinPolicy(), factory=CoinEnv, progress=False)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded although every tree is written")
+
+    monkeypatch.setattr(factory, "make_policy", no_model)
+    assert run_explore(cfg, factory=CoinEnv, progress=False) == {"trees": 2, "written": 0, "skipped": 2}
