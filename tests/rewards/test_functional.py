@@ -275,3 +275,15 @@ def test_trainer_loss_sums_are_the_public_losses(value_model, lms):
                                rtol=1e-6)
     r = token_log_ratios(policy(ids, mask), reference(ids, mask), ids, batch["agent_mask"], 0.5)
     np.testing.assert_allclose(scores, jnp.sum(r, -1), rtol=1e-6)
+
+
+def test_docs_api_lists_exactly_the_public_surface():
+    import re
+    from pathlib import Path
+
+    import agentrm_jax.rewards as rewards
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "API.md").read_text()
+    assert [name for name in rewards.__all__ if f"`{name}" not in doc] == []
+    documented = set(re.findall(r"`([A-Za-z_]+)\(", doc))
+    assert sorted(documented - set(rewards.__all__)) == []  # docs name no function the package does not export
