@@ -28,7 +28,7 @@ from typing import Any
 
 __all__ = [
     "PROGRESS_TRACE", "PreferencePair", "RecordError", "Step", "Trajectory", "append_jsonl", "format_step",
-    "iter_jsonl", "iter_jsonl_lines", "read_jsonl", "render_messages", "write_jsonl",
+    "iter_jsonl", "iter_jsonl_lines", "read_jsonl", "read_object_lines", "render_messages", "write_jsonl",
 ]
 
 # Key of `Trajectory.meta` holding the env's progress after each step (written by the episode
@@ -273,3 +273,48 @@ def render_messages(trajectory: Trajectory, *, first_step: int = 0) -> list[dict
         if step.observation:
             messages.append({"role": "user", "content": step.observation})
     return messages
+
+
+def read_object_lines(path: str | os.PathLike, *, repair: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every JSON object line of an append-only JSONL file ([] if it does not exist).
+
+    The reader of files that runs append to and resume from (eval rows, explore trees). A last
+    line without its newline is a write cut short by a kill: it is kept if it parses as a complete
+    object (repair=True adds the newline) and dropped otherwise (repair=True truncates it from the
+    file, so the next append starts a fresh line). A malformed line anywhere else raises
+    `RecordError` naming file:line. Blank lines are skipped.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    rows = []
+    for lineno, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RecordError(f"not a JSON object ({e}); delete or fix this line to use the file",
+                              path=str(path), line=lineno) from None
+        if not isinstance(row, dict):
+            raise RecordError("not a JSON object", path=str(path), line=lineno)
+        rows.append((lineno, row))
+    if tail.strip():
+        try:
+            row = json.loads(tail)
+            complete = isinstance(row, dict)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            complete = False
+        if complete:
+            rows.append((len(lines) + 1, row))
+        if repair:
+            with open(path, "r+b") as f:
+                if complete:
+                    f.seek(0, os.SEEK_END)
+                    f.write(b"\n")
+                else:
+                    f.truncate(len(data) - len(tail))
+    return rows

@@ -17,7 +17,6 @@ policy, baselines, candidate_scores and key.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import sys
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentrm_jax.records import RecordError, append_jsonl
+from agentrm_jax.records import append_jsonl, read_object_lines
 from agentrm_jax.evaluate.config import MODEL_POLICIES, TASK_POLICIES, EvalConfig, Method
 
 __all__ = ["Episode", "EpisodeRunner", "build_rm", "check_paths", "plan_episodes", "read_rows", "run_eval"]
@@ -76,50 +75,9 @@ def plan_episodes(cfg: EvalConfig) -> list[Episode]:
 
 
 def read_rows(path: str | os.PathLike, *, repair: bool = False) -> list[dict[str, Any]]:
-    """The rows of a results JSONL file ([] if it does not exist).
-
-    A last line without its newline is a write cut short by a kill: it is
-    kept if it parses as a complete object (repair=True adds the newline) and
-    dropped otherwise (repair=True truncates it from the file). A malformed
-    line anywhere else raises `RecordError` naming file:line.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline
-    rows = []
-    for lineno, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RecordError(f"not a JSON object ({e}); delete or fix this line to use the file",
-                              path=str(path), line=lineno) from None
-        if not isinstance(row, dict):
-            raise RecordError("not a JSON object", path=str(path), line=lineno)
-        rows.append(row)
-    if tail.strip():
-        try:
-            row = json.loads(tail)
-            complete = isinstance(row, dict)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            complete = False
-        if complete:
-            rows.append(row)
-        if repair:
-            with open(path, "r+b") as f:
-                if complete:
-                    f.seek(0, os.SEEK_END)
-                    f.write(b"\n")
-                else:  # a torn write: cut it so the next append starts a fresh line
-                    f.truncate(len(data) - len(tail))
-    return rows
-
-
-# ------------------------------------------------------------------------------------------ resources
+    """The rows of a results JSONL file ([] if it does not exist); a torn last line is kept when it is a
+    complete object, else dropped (`repair=True` fixes the file): see `records.read_object_lines`."""
+    return [row for _, row in read_object_lines(path, repair=repair)]
 
 
 def _model_path_ok(spec: str, what: str) -> None:

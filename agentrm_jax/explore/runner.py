@@ -15,7 +15,6 @@ tree config (`ExploreConfig.fingerprint`) is refused, never appended to or overw
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import sys
@@ -26,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from agentrm_jax.records import RecordError, append_jsonl
+from agentrm_jax.records import RecordError, append_jsonl, read_object_lines
 from agentrm_jax.explore.config import ExploreConfig
 from agentrm_jax.explore.mcts import grow_trees, seed_chunks
 from agentrm_jax.explore.tree import Tree, tree_key
@@ -47,39 +46,7 @@ def read_trees_file(path: str | os.PathLike, *, repair: bool = False) -> tuple[d
     object (repair=True adds the newline), dropped otherwise (repair=True truncates it). A malformed line
     elsewhere, or a first line that is not an explore header, raises RecordError naming file:line.
     """
-    path = Path(path)
-    if not path.exists():
-        return None, []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    tail = lines.pop()
-    rows: list[tuple[int, dict]] = []
-    for lineno, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RecordError(f"not a JSON object ({e}); delete or fix this line to use the file",
-                              path=str(path), line=lineno) from None
-        if not isinstance(row, dict):
-            raise RecordError("not a JSON object", path=str(path), line=lineno)
-        rows.append((lineno, row))
-    if tail.strip():
-        try:
-            row = json.loads(tail)
-            complete = isinstance(row, dict)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            complete = False
-        if complete:
-            rows.append((len(lines) + 1, row))
-        if repair:
-            with open(path, "r+b") as f:
-                if complete:
-                    f.seek(0, os.SEEK_END)
-                    f.write(b"\n")
-                else:  # a torn write: cut it so the next append starts a fresh line
-                    f.truncate(len(data) - len(tail))
+    rows = read_object_lines(path, repair=repair)
     if not rows:
         return None, []
     lineno, header = rows[0]
