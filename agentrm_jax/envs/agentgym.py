@@ -135,16 +135,27 @@ class HttpJson:
         target = f"{self.url}/{route}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
         what = f"{method} /{route}"
         data = None if method == "GET" else json.dumps({} if body is None else body).encode()
+        busy = None  # the last 503 answer: what to report if the deadline passes while retrying
         while True:
             left = until - time.monotonic()
+            if left <= 0 and busy is not None:
+                status, raw = busy
+                break
             if left <= 0:
                 raise AgentGymError(f"agentgym server {self.url}: {what} failed: the call's deadline of "
                                     f"{self.deadline:g} s passed")
             request = urllib.request.Request(target, data=data, method=method,
                                              headers={"Content-Type": "application/json",
                                                       "Accept": "application/json"})
-            status, raw = self._send(request, min(self.timeout, left), until, what)
+            try:
+                status, raw = self._send(request, min(self.timeout, left), until, what)
+            except AgentGymError:
+                if busy is None or time.monotonic() < until:
+                    raise
+                status, raw = busy  # a retry cut short by the deadline: the server was still busy
+                break
             if status == 503 and until - time.monotonic() > _RETRY_PAUSE:  # busy: AgentGym's clients retry too
+                busy = (status, raw)
                 time.sleep(_RETRY_PAUSE)
                 continue
             break
