@@ -37,8 +37,8 @@ def _checkpoint_dir(path: Path) -> Path:
 
 
 def _check_out(out: Path, ckpt_dir: Path, overwrite: bool) -> None:
-    """Refuses an `out` that is a file, a training run or holds the checkpoints being read, and (unless
-    overwrite) a non-empty directory."""
+    """Refuses an `out` that is a file, a training run or holds the checkpoints being read, and a non-empty
+    directory unless overwrite, which replaces only a model directory (config.json + model.safetensors)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a directory to write the model to")
     if not out.is_dir():
@@ -47,10 +47,19 @@ def _check_out(out: Path, ckpt_dir: Path, overwrite: bool) -> None:
         raise ValueError(f"--out {out} is a training run (or holds the checkpoints being exported); export to "
                          f"another directory, e.g. --out {out / 'hf'}")
     entries = sorted(p.name for p in out.iterdir())
-    if entries and not overwrite:
-        shown = ", ".join(entries[:6]) + (f", ... ({len(entries)} entries)" if len(entries) > 6 else "")
+    if not entries:
+        return
+    shown = ", ".join(entries[:6]) + (f", ... ({len(entries)} entries)" if len(entries) > 6 else "")
+    if not overwrite:
         raise ValueError(f"--out {out} already exists and is not empty (it holds {shown}); choose another "
                          "directory, or pass --overwrite to replace it")
+    # --overwrite replaces a model directory (an earlier export, an HF model), never anything else:
+    # the whole directory is deleted once the new export is in place.
+    if out.is_symlink():
+        raise ValueError(f"--out {out} is a symbolic link; give the directory itself to replace it")
+    if not {"config.json", "model.safetensors"} <= set(entries):
+        raise ValueError(f"--out {out} is not a model directory (it holds {shown}, not config.json + "
+                         "model.safetensors), so --overwrite will not delete it; choose another directory")
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

@@ -109,15 +109,25 @@ def test_a_failed_export_leaves_nothing_and_overwrite_replaces_only_when_complet
     assert not (root / "new").exists()  # neither the export nor the parent it created
     old = root / "old_hf"
     old.mkdir()
-    (old / "weights.bin").write_text("previous model")
+    for name in ("config.json", "model.safetensors", "weights.bin"):  # an earlier model directory
+        (old / name).write_text("previous model")
     with pytest.raises(OSError):
         export_run(root / "run", old, overwrite=True)
-    assert [p.name for p in old.iterdir()] == ["weights.bin"] and not _partials(root)
+    assert sorted(p.name for p in old.iterdir()) == ["config.json", "model.safetensors", "weights.bin"]
+    assert (old / "config.json").read_text() == "previous model" and not _partials(root)
 
     monkeypatch.setattr(export, "save_value_model", real)
     out = export_run(root / "run", old, overwrite=True)
-    assert out == old and (old / "config.json").is_file() and not (old / "weights.bin").exists()
-    assert not _partials(root)
+    assert out == old and (old / "config.json").read_text() != "previous model"
+    assert not (old / "weights.bin").exists() and not _partials(root)
+
+    # --overwrite never deletes a directory that is not a model's
+    notes = root / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match=r"is not a model directory .*thesis\.tex.*will not delete it"):
+        export_run(root / "run", notes, overwrite=True)
+    assert (notes / "thesis.tex").read_text() == "years of work"
 
 
 def test_export_of_a_damaged_checkpoint_names_the_step_and_file(trained_run, tmp_path):
