@@ -31,7 +31,15 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     Changes nothing: clearing waits until the config has proved loadable (`clear_run`)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"TrainConfig.out: {out} is a file, not a run directory; choose a directory (--out)")
-    if overwrite or not out.is_dir() or is_training_run(out) or not any(out.iterdir()):
+    if not out.is_dir() or is_training_run(out) or not any(out.iterdir()):
+        return
+    if overwrite:
+        # --overwrite deletes the run files; in a directory that is not a run, files of those names
+        # belong to someone else
+        foreign = [name for name in (CHECKPOINTS, METRICS_FILE, TRAIN_CONFIG_FILE) if (out / name).exists()]
+        if foreign:
+            raise ValueError(f"TrainConfig.out: {out} is not a training run but holds {', '.join(foreign)}, which "
+                             "--overwrite would delete; move them away or choose another --out")
         return
     raise ValueError(f"TrainConfig.out: {out} is not empty and is not a training run (it holds {_listing(out)}); "
                      f"choose a new or empty --out, or pass --overwrite to train there (that replaces only "

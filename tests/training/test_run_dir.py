@@ -108,6 +108,18 @@ def test_overwrite_trains_beside_foreign_files_and_keeps_them(files, bundled_tok
     assert (model_dir / "model.safetensors").is_file() and is_training_run(model_dir)
 
 
+def test_overwrite_never_deletes_run_named_files_of_a_directory_that_is_not_a_run(tmp_path):
+    from agentrm_jax.training.run_dir import check_out_dir
+
+    other = tmp_path / "other_tool"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "checkpoints" / "epoch_9.pt").write_text("someone else's")
+    (other / "metrics.jsonl").write_text('{"theirs": 1}\n')
+    with pytest.raises(ValueError, match=r"is not a training run but holds checkpoints, metrics\.jsonl"):
+        check_out_dir(other, overwrite=True)
+    assert (other / "checkpoints" / "epoch_9.pt").is_file() and (other / "metrics.jsonl").is_file()
+
+
 def test_overwrite_starts_a_run_over(finished, files, bundled_tokenizer, tmp_path):
     out = copy_run(finished, tmp_path)
     (out / "notes.txt").write_text("mine")
