@@ -54,7 +54,13 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_existing(path: str, force: bool, flag: str) -> None:
+def _refuse_existing(path: str, force: bool, flag: str, *, inputs: dict[str, str] | None = None) -> None:
+    """Refuse to write `path` when it exists (unless force) and, even with force, when it is one of
+    `inputs` (flag -> path): --force replaces an old output, never the trees it is made from."""
+    target = Path(path).resolve()
+    for other_flag, other in (inputs or {}).items():
+        if other and Path(other).resolve() == target:
+            raise ValueError(f"{flag} {path} is the {other_flag} file; write to another path")
     if Path(path).exists() and not force:
         raise ValueError(f"{flag} {path} exists; pass --force to replace it or choose another path")
 
@@ -64,9 +70,9 @@ def _cmd_samples(args: argparse.Namespace) -> int:
     from agentrm_jax.explore.samples import preference_pairs, regression_records
     from agentrm_jax.records import write_jsonl
 
-    _refuse_existing(args.out, args.force, "--out")
+    _refuse_existing(args.out, args.force, "--out", inputs={"--trees": args.trees})
     if args.pairs:
-        _refuse_existing(args.pairs, args.force, "--pairs")
+        _refuse_existing(args.pairs, args.force, "--pairs", inputs={"--trees": args.trees, "--out": args.out})
     trees = read_trees(args.trees)
     records = regression_records(trees, min_visits=args.min_visits, balance=args.balance)
     pairs = preference_pairs(trees, min_visits=args.min_visits, margin=args.margin) if args.pairs else None
@@ -95,7 +101,7 @@ def _cmd_tree_show(args: argparse.Namespace) -> int:
                          f"seeds there: {seeds}{' ...' if len(trees) > 20 else ''}")
     tree = chosen[0]
     if args.html:
-        _refuse_existing(args.html, args.force, "--html")
+        _refuse_existing(args.html, args.force, "--html", inputs={"--trees": args.trees})
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
         Path(args.html).write_text(render_html(tree), encoding="utf-8")
         print(f"tree show: {tree.key} ({len(tree.nodes)} nodes) -> {args.html}", file=sys.stderr)

@@ -88,6 +88,15 @@ def test_samples_output_is_read_by_the_trainer(tmp_path, bundled_tokenizer, caps
     assert main(["samples", "--trees", str(trees_path), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"--out {out} exists; pass --force to replace it" in err
+    # and --force never writes over the trees it reads, nor --pairs over --out
+    trees_before = trees_path.read_bytes()
+    for argv, message in ((["--out", str(trees_path)], "--out"),
+                          (["--out", str(out), "--pairs", str(out)], "--pairs")):
+        assert main(["samples", "--trees", str(trees_path), *argv, "--force"]) == 2
+        assert f"{message} " in capsys.readouterr().err
+    assert main(["tree", "show", str(trees_path), "--html", str(trees_path), "--force"]) == 2
+    assert "is the --trees file" in capsys.readouterr().err
+    assert trees_path.read_bytes() == trees_before
 
 
 def test_tree_show_prints_the_best_path_with_value_bars(tmp_path, capsys):
