@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"agentrm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a directory given for a file, no permission, a full disk: the user's to fix
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"agentrm {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -44,6 +44,12 @@ def test_missing_model_path_is_a_clear_error(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def test_an_os_error_on_a_user_path_is_one_line(tmp_path, capsys):
+    code = main(["samples", "--trees", str(tmp_path), "--out", str(tmp_path / "out.jsonl")])  # a directory
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(tmp_path) in err and "Traceback" not in err
+
+
 def test_bad_max_new_tokens_is_a_clear_error(capsys):
     code = main(["generate", "--prompt", "hi", "--max-new-tokens", "0"])
     assert code == 2
