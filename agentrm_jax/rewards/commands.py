@@ -1,9 +1,11 @@
 """`agentrm score`: score a JSONL file of trajectories with any reward model kind.
 
-Output rows are `{"id", "score", "step_scores"}` (NaN written as null: a step
-cut by --max-length, or a judge answer that did not parse). Rows are appended
+Output rows are `{"id", "score", "step_scores", "content"}` (NaN written as
+null: a step cut by --max-length, or a judge answer that did not parse;
+`content` is the `content_id` of the row that was scored). Rows are appended
 chunk by chunk and flushed, so an interrupted run resumes where it stopped:
-ids already in the output are skipped, never written twice.
+ids already in the output are skipped, never written twice, and an id whose
+row changed since it was scored is refused rather than kept with a stale score.
 
 Which reward model wrote an output is recorded beside it, in
 `<output>.meta.json` (a sidecar, so every line of the output stays a score
@@ -221,28 +223,30 @@ def _start_output(output_path: Path, identity: dict, overwrite: bool) -> None:
 # ------------------------------------------------------------------------------------------ scoring
 
 
-def _existing_ids(path: Path) -> set[str]:
-    """Ids already written to an output file; a torn last line (killed mid-write) is dropped."""
-    if not path.exists():
-        return set()
-    ids, good_bytes = set(), 0
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                ids.add(str(json.loads(raw)["id"]))
-            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-                break
-            good_bytes += len(raw)
-    if good_bytes < path.stat().st_size:  # cut the torn tail so appends stay one object per line
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
-    return ids
+def _existing_rows(path: Path) -> dict[str, str | None]:
+    """id -> the content hash it was scored from (None in outputs written before rows carried it), for the
+    rows already in an output; a torn last line (killed mid-write) is cut, a malformed line elsewhere is
+    a RecordError naming file:line (never silently dropped with everything after it)."""
+    from agentrm_jax.records import RecordError, read_object_lines
+
+    done = {}
+    for line, row in read_object_lines(path, repair=True):
+        if "id" not in row:
+            raise RecordError("a score row without an id", path=str(path), line=line)
+        done[str(row["id"])] = row.get("content")
+    return done
 
 
 def _score(rm, trajectories: list, output_path: Path, *, chunk_size: int, progress: bool) -> int:
     from agentrm_jax.records import append_jsonl
 
-    done = _existing_ids(output_path)
+    done = _existing_rows(output_path)
+    for t in trajectories:
+        scored_from = done.get(t.id)
+        if scored_from is not None and scored_from != content_id(t):
+            raise ValueError(f"{output_path}: id {t.id!r} was scored from other content than the input holds now "
+                             "(the row changed since); pass --overwrite to rescore everything, or give the "
+                             "changed row a new id")
     todo = [t for t in trajectories if t.id not in done]
     bar = None
     if progress:
@@ -255,7 +259,8 @@ def _score(rm, trajectories: list, output_path: Path, *, chunk_size: int, progre
             scores, steps = rm.score_with_steps(chunk)
         else:
             scores, steps = rm.score(chunk), rm.score_steps(chunk)
-        append_jsonl(output_path, ({"id": t.id, "score": _clean(s), "step_scores": [_clean(x) for x in st]}
+        append_jsonl(output_path, ({"id": t.id, "score": _clean(s), "step_scores": [_clean(x) for x in st],
+                                    "content": content_id(t)}
                                    for t, s, st in zip(chunk, scores, steps)))
         if bar is not None:
             bar.update(len(chunk))

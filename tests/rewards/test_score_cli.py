@@ -162,3 +162,33 @@ def test_empty_input_creates_the_output(tmp_path, saved_rm, capsys):
     assert f"scored 0 trajectories -> {out}" in capsys.readouterr().err
     assert out.exists() and out.read_text() == ""
     assert json.loads((tmp_path / "sub" / "s.jsonl.meta.json").read_text())["kind"] == "explicit"
+
+
+def test_a_changed_row_is_refused_not_kept_with_its_old_score(tmp_path, saved_rm, capsys):
+    trajectories = random_trajectories(4, seed=9)
+    inp, out = tmp_path / "in.jsonl", tmp_path / "s.jsonl"
+    write_jsonl(inp, trajectories)
+    assert _score(saved_rm[0], inp, out) == 0
+    assert all(len(r["content"]) == 16 for r in _rows(out))
+    changed = trajectories[1].replace(instruction=trajectories[1].instruction + " (fixed)")
+    write_jsonl(inp, [trajectories[0], changed, *trajectories[2:]])
+    before = out.read_text()
+    capsys.readouterr()
+    assert _score(saved_rm[0], inp, out) == 2
+    err = capsys.readouterr().err
+    assert f"id {changed.id!r} was scored from other content" in err and "--overwrite" in err
+    assert out.read_text() == before
+    assert _score(saved_rm[0], inp, out, "--overwrite") == 0 and len(_rows(out)) == 4
+
+
+def test_a_malformed_middle_row_of_the_output_is_named_not_cut(tmp_path, saved_rm, capsys):
+    trajectories = random_trajectories(3, seed=10)
+    inp, out = tmp_path / "in.jsonl", tmp_path / "s.jsonl"
+    write_jsonl(inp, trajectories)
+    assert _score(saved_rm[0], inp, out) == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text(lines[0] + "{not json\n" + "".join(lines[1:]))
+    damaged = out.read_text()
+    capsys.readouterr()
+    assert _score(saved_rm[0], inp, out) == 2
+    assert f"{out}:2" in capsys.readouterr().err and out.read_text() == damaged  # nothing after it was dropped
