@@ -6,7 +6,9 @@ name of the pre-tokenizer llama.cpp uses (`tokenizer.ggml.pre`). transformers ca
 convert that too, but its GGUF reader imports torch, which a user of this library
 need not have; so we build the same byte-level BPE ourselves:
 
-    model           BPE(vocab, merges), no unk token, no byte fallback
+    model           BPE(vocab, merges), no unk token, no byte fallback (Llama-3: whole
+                    pre-tokens found in the vocabulary skip the merges, as its tokenizer.json says)
+    normalizer      NFC for Qwen2's vocabulary (as its tokenizer.json), none otherwise
     pre-tokenizer   the split llama.cpp applies for `tokenizer.ggml.pre`, then the
                     GPT-2 byte-to-unicode mapping (`ByteLevel`)
     decoder         ByteLevel
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 # Bumped whenever the conversion changes, so caches made by an older one are rebuilt.
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 _CACHE_MARKER = "agentrm_source.json"  # written last into the staging folder: its presence = complete copy
 _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp's token types
 
@@ -125,7 +127,7 @@ def build_tokenizer(spec: GGUFTokenizerSpec, source: str = "gguf"):
     Refuses (ValueError naming the field) vocabularies that are not byte-level BPE and
     unknown pre-tokenizers. The pad token falls back to eos when the file names none.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, processors
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
     from transformers import PreTrainedTokenizerFast
 
     if spec.model != "gpt2":
@@ -140,7 +142,13 @@ def build_tokenizer(spec: GGUFTokenizerSpec, source: str = "gguf"):
         if len(pair) != 2:
             raise ValueError(f"{source}: tokenizer.ggml.merges[{line}]={merge!r} is not 'left right'")
         merges.append(pair)
-    backend = Tokenizer(models.BPE(vocab, merges, fuse_unk=False, byte_fallback=False))
+    family = PRE_TOKENIZER_SPLITS.get(spec.pre or "default")
+    # Llama-3's BPE looks a whole pre-token up in the vocabulary before merging (`ignore_merges`),
+    # and Qwen2's tokenizer NFC-normalises text first (its tokenizer.json says so; a GGUF does not).
+    backend = Tokenizer(models.BPE(vocab, merges, fuse_unk=False, byte_fallback=False,
+                                   ignore_merges=family == _LLAMA3_SPLIT))
+    if family == _QWEN2_SPLIT:
+        backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = _pre_tokenizer(spec.pre, source)
     backend.decoder = decoders.ByteLevel()
     types = spec.token_types or (1,) * len(spec.tokens)
