@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "agentrm_jax"
 BASE = {"records", "runs", "yaml_config", "lazy_exports"}
 ALLOWED: dict[str, set[str]] = {
     "__init__": set(), "records": set(), "runs": set(), "yaml_config": set(), "lazy_exports": set(),
+    "serve_loop": set(),
     "envs": set(),
     "models": BASE,
     "sampling": BASE | {"models"},

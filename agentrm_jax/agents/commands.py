@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import sys
-import threading
 import time
 
 __all__ = ["register"]
@@ -35,22 +32,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           f"- POST {server.url}/chat/completions, GET {server.url}/models"
           f"{'; requests need the API key (Authorization: Bearer ...)' if api_key else ''}; Ctrl-C stops",
           flush=True)
-    previous = None
-    if threading.current_thread() is threading.main_thread():  # SIGTERM shuts down as cleanly as Ctrl-C
+    from agentrm_jax.serve_loop import serve_until_interrupted
 
-        def _interrupt(signum, frame):
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        while thread.is_alive():
-            thread.join(0.5)
-    except KeyboardInterrupt:
-        print("shutting down", file=sys.stderr)
-    finally:
-        stop_server(server, thread)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    serve_until_interrupted(thread, lambda: stop_server(server, thread))
     return 0
 
 

@@ -9,9 +9,6 @@ library, so `agentrm --help` stays fast); the server is `envs.envserver`.
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
-import threading
 
 __all__ = ["register"]
 
@@ -33,22 +30,9 @@ def _cmd_envserve(args: argparse.Namespace) -> int:
     print(f"serving {args.env} ({args.split} split) at {server.url} with AgentGym's protocol - POST /create, "
           f"/reset {{id, data_idx}}, /step {{id, action}}, /close; GET /observation?id=, /available_actions?id=; "
           f"client: make(\"agentgym\", url=\"{server.url}\"); Ctrl-C stops", flush=True)
-    previous = None
-    if threading.current_thread() is threading.main_thread():  # SIGTERM shuts down as cleanly as Ctrl-C
+    from agentrm_jax.serve_loop import serve_until_interrupted
 
-        def _interrupt(signum, frame):
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        while thread.is_alive():
-            thread.join(0.5)
-    except KeyboardInterrupt:
-        print("shutting down", file=sys.stderr)
-    finally:
-        stop_env_server(server, thread)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    serve_until_interrupted(thread, lambda: stop_env_server(server, thread))
     return 0
 
 
