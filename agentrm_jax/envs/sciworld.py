@@ -40,13 +40,10 @@ the task is already loaded). Needs Java 17 on the PATH.
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import threading
-from typing import Any
 
 from agentrm_jax.envs.base import EnvSpec, ReplayEnv, register, task_seed
+from agentrm_jax.envs.jvm import SharedJvm, java_available
 
 __all__ = ["TASKS", "SciWorldEnv", "java_available", "variations"]
 
@@ -57,32 +54,23 @@ TASKS = (
     "lifespan-shortest-lived",
     "power-component",
 )
-JAVA_HINT = "install Java 17, e.g. apt-get install -y openjdk-17-jre-headless"
-
-_LOCK = threading.Lock()
-_GATEWAY: dict[str, Any] = {}  # {"pid": int, "env": ScienceWorldEnv}: the process's shared JVM
 _VARIATIONS: dict[tuple[str, str], tuple[int, ...]] = {}
 
 
-def java_available() -> bool:
-    """Whether a `java` executable is on the PATH."""
-    return shutil.which("java") is not None
+def _start_gateway():
+    try:
+        from scienceworld import ScienceWorldEnv
+    except ImportError as err:  # pragma: no cover - the package is a listed dependency of this env
+        raise ImportError("sciworld: the scienceworld package is missing; pip install scienceworld==1.2.3") from err
+    return ScienceWorldEnv("", envStepLimit=10**6)
+
+
+_JVM = SharedJvm(_start_gateway)
 
 
 def _shared_env():
     """The process's ScienceWorldEnv (one JVM per process; restarted after a fork)."""
-    with _LOCK:
-        if _GATEWAY.get("pid") == os.getpid():
-            return _GATEWAY["env"]
-        if not java_available():
-            raise RuntimeError(f"sciworld: ScienceWorld runs on Java, but no `java` is on the PATH; {JAVA_HINT}")
-        try:
-            from scienceworld import ScienceWorldEnv
-        except ImportError as err:  # pragma: no cover - the package is a listed dependency of this env
-            raise ImportError("sciworld: the scienceworld package is missing; pip install scienceworld==1.2.3") from err
-        env = ScienceWorldEnv("", envStepLimit=10**6)
-        _GATEWAY.update(pid=os.getpid(), env=env)
-        return env
+    return _JVM.get(java=java_available, who="sciworld", simulator="ScienceWorld")
 
 
 def _new_server():
@@ -103,12 +91,7 @@ def variations(task: str, split: str) -> tuple[int, ...]:
 
 
 def _detach(server) -> None:
-    env = _GATEWAY.get("env")
-    if env is not None and _GATEWAY.get("pid") == os.getpid():
-        try:
-            env._gateway.detach(server)
-        except Exception:  # noqa: BLE001 - releasing a Java object is best effort
-            pass
+    _JVM.detach(server)
 
 
 class SciWorldEnv(ReplayEnv):

@@ -84,21 +84,18 @@ actions from reset (a reset is a few milliseconds). Needs Java on the PATH.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import threading
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from agentrm_jax.envs.base import EnvSpec, ReplayEnv, register
+from agentrm_jax.envs.jvm import SharedJvm, java_available
 
 __all__ = ["DEFAULT_PARAMS", "GAMES", "GAME_PARAMS", "HOUSEHOLD", "TwxCoinEnv", "TwxCookingWorldEnv", "TwxEnv",
            "TwxMapReaderEnv", "TwxTwcEnv", "game_seeds"]
 
 INSTALL_HINT = "pip install textworld-express==1.1.0"
-JAVA_HINT = "install Java 17, e.g. apt-get install -y openjdk-17-jre-headless"
 HOUSEHOLD = ("cookingworld", "twc")
 GAMES = ("cookingworld", "twc", "coin", "mapreader")
 # Each game's parameter names (as the simulator lists them when it rejects an unknown one).
@@ -122,30 +119,23 @@ _SEARCH_NODES = 2000  # states the coin expert's breadth-first search may visit
 _REDRAWS = 10  # fold seeds tried in turn when the generator cannot build one with the given parameters
 _DIRECTIONS = ("north", "south", "east", "west")
 
-_LOCK = threading.Lock()
-_GATEWAY: dict[str, Any] = {}  # {"pid": int, "env": TextWorldExpressEnv}: the process's shared JVM
 _SEEDS: dict[tuple[str, str], tuple[int, ...]] = {}
 
 
-def java_available() -> bool:
-    """Whether a `java` executable is on the PATH."""
-    return shutil.which("java") is not None
+def _start_gateway():
+    try:
+        from textworld_express import TextWorldExpressEnv
+    except ImportError as err:
+        raise ImportError(f"twx: the textworld-express package is missing; {INSTALL_HINT}") from err
+    return TextWorldExpressEnv(envStepLimit=10**6)
+
+
+_JVM = SharedJvm(_start_gateway)
 
 
 def _shared_env():
     """The process's TextWorldExpressEnv (one JVM per process; restarted after a fork)."""
-    with _LOCK:
-        if _GATEWAY.get("pid") == os.getpid():
-            return _GATEWAY["env"]
-        try:
-            from textworld_express import TextWorldExpressEnv
-        except ImportError as err:
-            raise ImportError(f"twx: the textworld-express package is missing; {INSTALL_HINT}") from err
-        if not java_available():
-            raise RuntimeError(f"twx: TextWorldExpress runs on Java, but no `java` is on the PATH; {JAVA_HINT}")
-        env = TextWorldExpressEnv(envStepLimit=10**6)
-        _GATEWAY.update(pid=os.getpid(), env=env)
-        return env
+    return _JVM.get(java=java_available, who="twx", simulator="TextWorldExpress")
 
 
 def _new_server():
@@ -154,12 +144,7 @@ def _new_server():
 
 
 def _detach(server) -> None:
-    env = _GATEWAY.get("env")
-    if env is not None and _GATEWAY.get("pid") == os.getpid():
-        try:
-            env._gateway.detach(server)
-        except Exception:  # noqa: BLE001 - releasing a Java object is best effort
-            pass
+    _JVM.detach(server)
 
 
 def game_seeds(game: str, split: str) -> tuple[int, ...]:

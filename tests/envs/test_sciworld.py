@@ -20,7 +20,7 @@ def test_registered():
 
 
 def test_missing_java_is_explained(monkeypatch):
-    monkeypatch.setattr(sw, "_GATEWAY", {})
+    monkeypatch.setattr(sw, "_JVM", sw.SharedJvm(sw._start_gateway))  # a process with no JVM started yet
     monkeypatch.setattr(sw, "java_available", lambda: False)
     monkeypatch.setattr(sw, "_VARIATIONS", {})
     with pytest.raises(RuntimeError, match="apt-get install -y openjdk-17-jre-headless"):

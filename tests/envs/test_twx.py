@@ -182,7 +182,7 @@ def test_coin_expert_is_the_same_in_another_process():
 
 
 def test_missing_package_and_java_are_explained(monkeypatch):
-    monkeypatch.setattr(twx, "_GATEWAY", {})
+    monkeypatch.setattr(twx, "_JVM", twx.SharedJvm(twx._start_gateway))  # a process with no JVM started yet
     monkeypatch.setattr(twx, "_SEEDS", {})
     monkeypatch.setitem(sys.modules, "textworld_express", None)
     with pytest.raises(ImportError, match=r"pip install textworld-express==1\.1\.0"):
