@@ -11,7 +11,7 @@ a model directory is never taken for a run (nor a run for a model, once it names
 
 Below every stage, like `records`: training writes runs (`training.run_dir` decides what may be
 created or deleted in one), scoring recognises them (`rewards.io`), and neither imports the other
-for it. Imports nothing but the standard library.
+for it. Imports only the standard library and `records`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+from agentrm_jax.records import read_object_lines
 
 __all__ = ["CHECKPOINTS", "LEGACY_TRAIN_CONFIG_FILE", "METRICS_FILE", "TRAIN_CONFIG_FILE", "is_training_run",
            "read_metrics", "read_train_config", "train_config_file"]
@@ -82,23 +84,9 @@ def is_training_run(path: str | os.PathLike) -> bool:
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """The rows of a run's metrics.jsonl (`path`: the run directory or the file), in file order; a torn
-    last line (a writer killed mid-line) ends the list. [] when there is no such file."""
+    last line (a writer killed mid-line) is left out, a malformed line elsewhere is a RecordError naming
+    file:line. [] when there is no such file."""
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-# ------------------------------------------------------------------ what the trainer does to it
+    return [row for _, row in read_object_lines(path)]

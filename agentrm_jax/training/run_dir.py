@@ -88,15 +88,11 @@ def write_train_config(out: Path, config: dict) -> str | None:
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics rows after `last_step` (written after the checkpoint a resumed run starts from)."""
+    """Drop metrics rows after `last_step` (written after the checkpoint a resumed run starts from);
+    the file is replaced atomically, so a kill leaves the old or the new rows, never half."""
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a torn last line
-        if row.get("step", 0) <= last_step:
-            kept.append(line)
-    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    kept = [row for row in read_metrics(path) if row.get("step", 0) <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+    os.replace(tmp, path)
