@@ -46,6 +46,12 @@ def read_trees_file(path: str | os.PathLike, *, repair: bool = False) -> tuple[d
     object (repair=True adds the newline), dropped otherwise (repair=True truncates it). A malformed line
     elsewhere, or a first line that is not an explore header, raises RecordError naming file:line.
     """
+    header, rows = _read_lines(path, repair=repair)
+    return header, [row for _, row in rows]
+
+
+def _read_lines(path, *, repair: bool = False) -> tuple[dict | None, list[tuple[int, dict[str, Any]]]]:
+    """`read_trees_file` with each tree row's line number."""
     rows = read_object_lines(path, repair=repair)
     if not rows:
         return None, []
@@ -53,7 +59,7 @@ def read_trees_file(path: str | os.PathLike, *, repair: bool = False) -> tuple[d
     if header.get("kind") != HEADER_KIND:
         raise RecordError(f"not an explore trees file (its first line is not a {HEADER_KIND!r} header); "
                           "give `agentrm explore` another --out", path=str(path), line=lineno)
-    return header, [row for _, row in rows[1:]]
+    return header, rows[1:]
 
 
 def read_trees(path: str | os.PathLike) -> list[Tree]:
@@ -61,9 +67,9 @@ def read_trees(path: str | os.PathLike) -> list[Tree]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such trees file (write one with `agentrm explore ... --out {path}`)")
-    header, rows = read_trees_file(path)
+    _, rows = _read_lines(path)
     trees = []
-    for lineno, row in enumerate(rows, 2):
+    for lineno, row in rows:
         try:
             trees.append(Tree.from_dict(row))
         except RecordError as e:

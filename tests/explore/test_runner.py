@@ -120,6 +120,20 @@ def test_library_run_with_objects_writes_readable_trees(tmp_path):
     assert header["fingerprint"] == cfg.fingerprint() and len(rows) == 3
 
 
+def test_a_bad_tree_row_is_named_by_its_real_line(tmp_path):
+    from agentrm_jax.records import RecordError
+
+    cfg = ExploreConfig(env="coin", seeds=(0, 1), simulations=4, k=2, output=str(tmp_path / "t.jsonl"))
+    run_explore(cfg, policy=CoinPolicy(), factory=CoinEnv, progress=False)
+    header, first, second = Path(cfg.output).read_text().splitlines()
+    broken = json.loads(second)
+    broken.pop("nodes")
+    Path(cfg.output).write_text("\n".join([header, "", first, "", json.dumps(broken)]) + "\n")  # blank lines
+    with pytest.raises(RecordError) as err:
+        read_trees(cfg.output)
+    assert err.value.line == 5
+
+
 def test_workers_write_the_same_trees_as_one_process(tmp_path):
     args = [*MAZE, "--seeds", "0-3", "--simulations", "5", "--batch-trees", "2"]
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
