@@ -29,7 +29,7 @@ def _config_from_args(args: argparse.Namespace):
     overrides = {"envs": args.envs, "seeds": args.seeds, "seed_offset": args.seed_offset, "methods": args.methods,
                  "policy": args.policy, "noise": args.noise, "rm": args.rm, "output": args.out,
                  "workers": args.workers, "max_turns": args.max_turns, "temperature": args.temperature,
-                 "split": args.split, "max_new_tokens": args.max_new_tokens}
+                 "split": args.split, "max_new_tokens": args.max_new_tokens, "lockstep": args.lockstep}
     if args.config:
         return EvalConfig.from_yaml(args.config, overrides)
     return EvalConfig.from_dict({k: v for k, v in overrides.items() if v is not None}, source="command line")
@@ -98,6 +98,8 @@ def register(subparsers) -> None:
     ev.add_argument("--out", help="output JSONL, appended to and resumed from (overrides output)")
     ev.add_argument("--workers", type=int, help="worker processes (each loads the policy and RM once); rows are "
                                                 "the same as with one worker")
+    ev.add_argument("--lockstep", type=int, help="greedy episodes of one env played together, up to this many "
+                                                 "(one batched policy call per turn; default 16, 1: one at a time)")
     ev.add_argument("--dry-run", action="store_true", help="check the config and print the episode keys; play nothing")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_eval)

@@ -218,6 +218,10 @@ class EvalConfig:
     max_turns: turns per episode at most (None: the env's own limit).
     output: the JSONL file rows are appended to (resumable: episodes already there are skipped).
     workers: processes playing episodes in parallel (each loads its own policy and RM once).
+    lockstep: greedy episodes of one env played together, up to this many (a model or served policy
+      then decodes their contexts in one batched call per turn); 1 plays them one at a time. Costs of
+      such episodes are shared out (`search.greedy.split_costs`); their actions equal one-at-a-time
+      play up to float rounding of the batched forward.
     """
 
     policy: str = "expert"
@@ -235,6 +239,7 @@ class EvalConfig:
     max_turns: int | None = None
     output: str = "results/eval.jsonl"
     workers: int = 1
+    lockstep: int = 16
 
     def __post_init__(self):
         from agentrm_jax.envs import REGISTRY  # importing envs registers them; no simulator is loaded
@@ -283,6 +288,9 @@ class EvalConfig:
             raise ValueError("output is empty: name the JSONL file results are appended to")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if isinstance(self.lockstep, bool) or not isinstance(self.lockstep, int) or self.lockstep < 1:
+            raise ValueError(f"lockstep must be an integer >= 1 (1: greedy episodes one at a time), "
+                             f"got {self.lockstep!r}")
 
     # -- derived ------------------------------------------------------------------------------------
     @property

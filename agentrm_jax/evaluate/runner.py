@@ -10,6 +10,11 @@ every key already written and cuts a torn last line first. Duplicates are
 never written (the parent process is the only writer and checks keys).
 Two runs appending to one file at the same time are not supported.
 
+Lockstep: greedy episodes of one env with a model or served policy are played in
+groups of up to `cfg.lockstep` (`search.greedy_many`: one batched policy call per
+turn for the whole group); a group's rows are appended when the group ends, so a
+kill loses at most the groups in flight.
+
 Eval row (DESIGN.md): env, seed, method, params, trajectory, success,
 progress, score, costs, plus rm (null for greedy, which uses none), split,
 policy, baselines, candidate_scores and key.
@@ -31,7 +36,8 @@ from typing import Any
 from agentrm_jax.records import append_jsonl, read_object_lines
 from agentrm_jax.evaluate.config import MODEL_POLICIES, TASK_POLICIES, EvalConfig, Method
 
-__all__ = ["Episode", "EpisodeRunner", "build_rm", "check_paths", "plan_episodes", "read_rows", "run_eval"]
+__all__ = ["Episode", "EpisodeRunner", "build_rm", "check_paths", "lockstep_groups", "plan_episodes", "read_rows",
+           "run_eval"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,22 @@ def plan_episodes(cfg: EvalConfig) -> list[Episode]:
     return [Episode(env=env, split=cfg.split, seed=seed, method=m, rm=None if m.name == "greedy" else cfg.rm_label,
                     policy=cfg.policy_label, temperature=cfg.temperature, max_turns=cfg.max_turns)
             for env in cfg.envs for m in cfg.methods for seed in cfg.task_seeds]
+
+
+def lockstep_groups(cfg: EvalConfig, episodes: Sequence[Episode]) -> list[list[Episode]]:
+    """`episodes` cut into the groups the runner plays together, in order: runs of consecutive greedy
+    episodes of one env (a model or served policy: task policies belong to one task) of at most
+    `cfg.lockstep` each; every other episode alone."""
+    groups: list[list[Episode]] = []
+    shared_policy = cfg.policy not in TASK_POLICIES
+    for ep in episodes:
+        last = groups[-1] if groups else None
+        if (shared_policy and ep.method.name == "greedy" and last is not None and len(last) < cfg.lockstep
+                and last[0].method.name == "greedy" and last[0].env == ep.env):
+            last.append(ep)
+        else:
+            groups.append([ep])
+    return groups
 
 
 # ----------------------------------------------------------------------------------------------- file
@@ -187,6 +209,29 @@ class EpisodeRunner:
             result = best_of_n(policy, self.rm, factory, search_cfg)
         else:
             result = beam_search(policy, self.rm, factory, search_cfg)
+        return self._row(episode, result)
+
+    def run_group(self, episodes: Sequence[Episode]) -> list[dict[str, Any]]:
+        """Rows of a `lockstep_groups` group: one episode played alone, or greedy episodes of one env
+        played together (`search.greedy_many`; each row's `costs.lockstep` says how many shared them)."""
+        from agentrm_jax.search import SearchConfig, greedy_many
+
+        if len(episodes) == 1:
+            return [self.run(episodes[0])]
+        first = episodes[0]
+        if any(ep.method.name != "greedy" or ep.env != first.env for ep in episodes):
+            raise ValueError("run_group: a lockstep group holds greedy episodes of one env only")
+        policy = self.policy_for(first.env, first.seed)
+        name, split = first.env, first.split
+        cfgs = [SearchConfig(seed=ep.seed, max_turns=ep.max_turns, temperature=ep.temperature) for ep in episodes]
+        results = greedy_many(policy, lambda: _new_env(name, split), cfgs)
+        rows = [self._row(ep, result) for ep, result in zip(episodes, results)]
+        for row in rows:
+            row["costs"]["lockstep"] = len(episodes)
+        return rows
+
+    @staticmethod
+    def _row(episode: Episode, result) -> dict[str, Any]:
         d = result.to_dict()
         return {"env": episode.env, "seed": episode.seed, "method": d["method"], "params": d["params"],
                 "trajectory": d["trajectory"], "success": d["success"], "progress": d["progress"],
@@ -215,18 +260,20 @@ def _init_worker(cfg: EvalConfig, parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
-def _work(episode: Episode) -> dict[str, Any]:
+def _work(group: Sequence[Episode]) -> list[dict[str, Any]]:
     assert _WORKER_RUNNER is not None, "worker not initialised"
-    return _WORKER_RUNNER.run(episode)
+    return _WORKER_RUNNER.run_group(group)
 
 
-def _results_in_pool(cfg: EvalConfig, todo: Sequence[Episode], workers: int) -> Iterator[dict[str, Any]]:
-    """Rows of `todo` as workers finish them (any order); pending episodes are cancelled on error or close."""
+def _results_in_pool(cfg: EvalConfig, todo: Sequence[Sequence[Episode]], workers: int
+                     ) -> Iterator[list[dict[str, Any]]]:
+    """Rows of each group of `todo` as workers finish them (any order); pending groups are cancelled on
+    error or close."""
     ctx = multiprocessing.get_context("spawn")  # fork after JAX has started threads can deadlock
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(cfg, os.getpid()))
     try:
-        pending = {pool.submit(_work, ep) for ep in todo}
+        pending = {pool.submit(_work, group) for group in todo}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
@@ -268,24 +315,26 @@ def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True) ->
     if not todo:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.touch()
-    workers = min(cfg.workers, len(todo))
+    groups = lockstep_groups(cfg, todo)
+    workers = min(cfg.workers, len(groups))
     if workers > 1:
-        rows = _results_in_pool(cfg, todo, workers)
+        batches = _results_in_pool(cfg, groups, workers)
     else:
         runner = EpisodeRunner(cfg, policy=policy, rm=rm)
-        rows = (runner.run(ep) for ep in todo)
+        batches = (runner.run_group(group) for group in groups)
     try:
-        for row in rows:
-            if row["key"] in written:  # cannot happen (keys are unique); guards the file all the same
-                continue
-            append_jsonl(out, [row])
-            written.add(row["key"])
-            wins.append(bool(row["success"]))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(success=f"{sum(wins) / len(wins):.0%}", last=f"{row['env']}/{row['seed']}")
+        for batch in batches:
+            # a key written already cannot occur (keys are unique); guards the file all the same
+            batch = [row for row in batch if row["key"] not in written]
+            append_jsonl(out, batch)
+            for row in batch:
+                written.add(row["key"])
+                wins.append(bool(row["success"]))
+            if bar is not None and batch:
+                bar.update(len(batch))
+                bar.set_postfix(success=f"{sum(wins) / len(wins):.0%}", last=f"{batch[-1]['env']}/{batch[-1]['seed']}")
     finally:
-        close = getattr(rows, "close", None)
+        close = getattr(batches, "close", None)
         if close is not None:
             close()
         if bar is not None:
