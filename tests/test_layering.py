@@ -4,6 +4,7 @@
     envs                                    nothing of ours: environments know no JAX
     models <- sampling <- agents <- search <- evaluate
     rewards, training                       models and the records (training also rewards: it trains them)
+    sft                                     policy SFT: agents (prompts, episodes) over training (the trainer)
 
 `agentrm_jax/cli.py` and every `commands.py` are the CLI layer: they only parse,
 call the library and print, and may import any package. Imports inside
@@ -29,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "search": BASE | {"models", "sampling", "envs", "agents", "rewards"},
     "explore": BASE | {"models", "sampling", "envs", "agents", "rewards", "search"},
     "evaluate": BASE | {"models", "sampling", "envs", "agents", "rewards", "search", "explore", "training"},
+    "sft": BASE | {"models", "sampling", "envs", "agents", "rewards", "training"},
 }
 CLI_LAYER = {"cli"}
 
