@@ -1,7 +1,7 @@
 """`agentrm explore`, `agentrm samples` and `agentrm tree show`: `register(subparsers)` adds them.
 
     agentrm explore --env maze --seeds 0-99 --policy expert --noise 0.3 --simulations 16 --k 4 --rollouts 2
-                    --out trees.jsonl [--workers 2] [--config configs/explore_cpu.yaml]
+                    --out trees.jsonl [--workers 2 [--ray [ADDRESS]]] [--config configs/explore_cpu.yaml]
     agentrm samples --trees trees.jsonl --out regression.jsonl [--min-visits 2] [--balance] [--pairs pairs.jsonl]
     agentrm tree show trees.jsonl --seed 3 [--html tree.html]
 
@@ -22,7 +22,7 @@ _FLAGS = {"env": "env", "split": "split", "seeds": "seeds", "policy": "policy", 
           "rollouts": "rollouts", "temperature": "temperature", "rollout_temperature": "rollout_temperature",
           "c": "c", "prior": "prior", "value": "value", "max_depth": "max_depth", "rollout_depth": "rollout_depth",
           "max_turns": "max_turns", "batch_trees": "batch_trees", "seed": "seed", "out": "output",
-          "workers": "workers"}
+          "workers": "workers", "ray": "ray", "gpus_per_worker": "gpus_per_worker"}
 
 
 def _config(args: argparse.Namespace):
@@ -41,9 +41,11 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from agentrm_jax.envs import REGISTRY
 
+    where = ("worker(s)" if cfg.ray is None
+             else "Ray actor(s) on " + ("a local runtime" if cfg.ray == "local" else cfg.ray))
     print(f"explore: {cfg.env} ({cfg.split}) x {len(cfg.seeds)} seed(s), policy {cfg.policy}"
           f"{f' noise {cfg.noise:g}' if cfg.policy in ('expert', 'random') else ''}, {cfg.simulations} simulations "
-          f"x k={cfg.k} x {cfg.rollouts} rollouts, {cfg.workers} worker(s) -> {cfg.output}", file=sys.stderr)
+          f"x k={cfg.k} x {cfg.rollouts} rollouts, {cfg.workers} {where} -> {cfg.output}", file=sys.stderr)
     if cfg.env in REGISTRY and REGISTRY[cfg.env].role == "held_out":
         print(f"explore: note: {cfg.env} is a held-out env; AgentRM trains its RMs on held-in tasks only",
               file=sys.stderr)
@@ -143,7 +145,11 @@ def register(subparsers) -> None:
     ex.add_argument("--batch-trees", type=int, help="trees grown in lockstep, one policy call per turn (default 8)")
     ex.add_argument("--seed", type=int, help="sampling seed of the run (default 0)")
     ex.add_argument("--out", help="trees JSONL (default trees.jsonl)")
-    ex.add_argument("--workers", type=int, help="local worker processes (default 1)")
+    ex.add_argument("--workers", type=int, help="worker processes, or Ray actors with --ray (default 1)")
+    ex.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="grow trees on Ray actors (one per worker): a local runtime on 127.0.0.1, or join the "
+                         "cluster at ADDRESS (auto, HOST:PORT); needs pip install 'agentrm_jax[ray]'")
+    ex.add_argument("--gpus-per-worker", type=float, help="with --ray: GPUs each actor reserves (default 0)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex.set_defaults(func=_cmd_explore)
 

@@ -5,8 +5,9 @@
     parse_seeds("0-99") / parse_seeds("0,3,7") / parse_seeds("0-4,9")
 
 `tree_fields()` is the part of the config that decides what the trees are (everything but the seed list,
-the output path and the worker count): it is written in the trees file's header, and a rerun with a
-different one is refused instead of mixing trees of two configs in one file.
+the output path and where the trees grow: workers, ray, gpus_per_worker): it is written in the trees
+file's header, and a rerun with a different one is refused instead of mixing trees of two configs in
+one file.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = ["ExploreConfig", "ExploreConfigError", "VALUE_KINDS", "parse_seeds"]
 VALUE_KINDS = ("success", "progress")
 _TASK_POLICIES = ("expert", "random")
 _MODEL_POLICIES = ("bundled",)
-_NOT_TREE_FIELDS = ("seeds", "output", "workers")
+_NOT_TREE_FIELDS = ("seeds", "output", "workers", "ray", "gpus_per_worker")
 EXAMPLE = "configs/explore_cpu.yaml"
 
 
@@ -97,6 +98,9 @@ class ExploreConfig:
     max_turns: the env's turn limit (None: its default); batch_trees: trees grown in lockstep per chunk
       (one batched policy call per turn across them; part of the tree config, since batching moves seeds)
     seed: the sampling seed of the run; policy_seed / noise: the expert's or random policy's seed and noise
+    workers: worker processes (local), or Ray actors with `ray`
+    ray: None (no Ray), "local" (start a local Ray runtime on 127.0.0.1) or the address of a running
+      cluster ("auto", "HOST:PORT", "ray://HOST:PORT"); gpus_per_worker: GPUs each Ray actor reserves
     """
 
     env: str
@@ -122,6 +126,8 @@ class ExploreConfig:
     seed: int = 0
     output: str = "trees.jsonl"
     workers: int = 1
+    ray: str | None = None
+    gpus_per_worker: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.env, str) or not self.env:
@@ -159,6 +165,12 @@ class ExploreConfig:
         if not isinstance(self.output, str) or not self.output:
             raise ExploreConfigError(f"output must be a file path, got {self.output!r}", "output")
         _int("workers", self.workers, 1)
+        if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
+            raise ExploreConfigError(f"ray must be local or a cluster address (auto, HOST:PORT, ray://HOST:PORT), "
+                                     f"got {self.ray!r}", "ray")
+        _number("gpus_per_worker", self.gpus_per_worker, 0.0)
+        if self.gpus_per_worker and self.ray is None:
+            raise ExploreConfigError("gpus_per_worker is for Ray actors; set ray (--ray) too", "gpus_per_worker")
 
     @property
     def roll_temperature(self) -> float:
@@ -166,7 +178,7 @@ class ExploreConfig:
         return self.temperature if self.rollout_temperature is None else self.rollout_temperature
 
     def tree_fields(self) -> dict[str, Any]:
-        """The fields that decide the trees (all but seeds, output and workers), as JSON-able values."""
+        """The fields that decide the trees (all but seeds, output and the workers' placement), as JSON-able values."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _NOT_TREE_FIELDS}
 
     def fingerprint(self) -> str:

@@ -9,7 +9,8 @@ Resume: a tree is appended (and fsynced, `records.append_jsonl`) as soon as it i
 killed at any point loses only trees in flight; rerunning cuts a torn last line, skips every key
 already written, and regrows only the chunks (`mcts.seed_chunks`) that still miss a tree, writing the
 missing trees only; since a chunk's trees depend on the config and the chunk alone, they are the trees
-an uninterrupted run writes. The parent process is the only writer. A file whose header names another
+an uninterrupted run writes. The parent process is the only writer, with local worker processes
+(`cfg.workers`) and with Ray actors (`cfg.ray`, `ray_workers.trees_on_ray`) alike. A file whose header names another
 tree config (`ExploreConfig.fingerprint`) is refused, never appended to or overwritten.
 """
 
@@ -176,9 +177,13 @@ def run_explore(cfg: ExploreConfig, *, policy=None, factory: Callable[[], object
     function instead of the registry's (both single-process only). A progress bar (stderr) shows
     simulations/s and the ETA.
     """
-    if cfg.workers > 1 and (policy is not None or factory is not None):
-        raise ValueError("run_explore: policy/factory objects cannot be shipped to worker processes; use "
-                         "config specs or workers=1")
+    if (cfg.workers > 1 or cfg.ray is not None) and (policy is not None or factory is not None):
+        raise ValueError("run_explore: policy/factory objects cannot be shipped to worker processes or Ray "
+                         "actors; use config specs, or workers=1 without ray")
+    if cfg.ray is not None:
+        from agentrm_jax.explore.ray_workers import import_ray
+
+        import_ray()  # not installed: one line saying how, before anything is written
     out = Path(cfg.output)
     header, rows = read_trees_file(out, repair=True)
     if header is not None:
@@ -210,7 +215,11 @@ def run_explore(cfg: ExploreConfig, *, policy=None, factory: Callable[[], object
 
     workers = min(cfg.workers, len(chunks))
     try:
-        if workers > 1:
+        if cfg.ray is not None and chunks:
+            from agentrm_jax.explore.ray_workers import trees_on_ray
+
+            trees = trees_on_ray(cfg, chunks, lambda n: tick(n * cfg.simulations))
+        elif workers > 1:
             trees = _trees_in_pool(cfg, chunks, workers, lambda n: tick(n * cfg.simulations))
         elif chunks:
             policy_for = (lambda seed: policy) if policy is not None else policy_maker(cfg, factory)
