@@ -5,6 +5,7 @@
     tree      Tree / Node records (one JSON line per tree)
     mcts      TreeSearch (one tree, a coroutine) and grow_trees (a chunk of trees in lockstep)
     runner    run_explore: resumable trees JSONL, header, worker processes, progress bar
+    ray_workers  the same on Ray actors (optional extra agentrm_jax[ray]; imported only with --ray)
     samples   trees -> regression records (state values) and sibling preference pairs
     show      a tree in the terminal, or as one self-contained HTML page
     commands  `agentrm explore`, `agentrm samples`, `agentrm tree show`
