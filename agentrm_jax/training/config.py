@@ -16,6 +16,8 @@ is an error naming `file:line`, nested keys included. Example (configs/train_cpu
       batch_size: 8
     optimizer:
       lr: 3.0e-4
+    compute:                    # how the forward runs (never what it computes)
+      remat: none               # none | full | dots_saveable
 
 Every field also has a flat name, the spelling of the CLI flags, of override dicts
 (`TrainConfig.from_yaml(path, {"steps": 8, "lr": 1e-3})`) and of the flat train_config.json /
@@ -32,14 +34,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentrm_jax.training.sections import (FINETUNE, PRECISIONS, DataConfig, LoRASection, MeshShape,
+from agentrm_jax.training.sections import (FINETUNE, PRECISIONS, ComputeSection, DataConfig, LoRASection, MeshShape,
                                            ObjectiveSection, OptimizerSection, OutputSection, check_number)
 from agentrm_jax.yaml_config import check_keys, read_mapping
 
 __all__ = ["FINETUNE", "PRECISIONS", "MeshShape", "TrainConfig", "flat_config"]
 
 _SECTIONS = {"data": DataConfig, "objective": ObjectiveSection, "lora": LoRASection,
-             "optimizer": OptimizerSection, "outputs": OutputSection}
+             "optimizer": OptimizerSection, "outputs": OutputSection, "compute": ComputeSection}
 # Run-wide settings that the data section holds (records are read by kind, shuffled by seed): in the dict
 # and YAML form they sit at the top level, beside model and finetune.
 _HOISTED = ("kind", "seed")
@@ -55,9 +57,12 @@ _FLAT: dict[str, tuple[str | None, str]] = {
     **{name: ("optimizer", name) for name in ("lr", "warmup_steps", "min_lr_ratio", "weight_decay", "b1", "b2",
                                               "grad_clip", "grad_accum")},
     **{name: ("outputs", name) for name in ("save_every", "keep", "eval_every", "log_every")},
+    **{name: ("compute", name) for name in ("remat", "scan_layers", "attention", "device", "device_memory_gb",
+                                            "architecture")},
 }
 _FLAT_OF = {path: flat for flat, path in _FLAT.items()}
-_FLOATS = ("lr", "beta", "margin", "lora_alpha", "min_lr_ratio", "weight_decay", "b1", "b2", "grad_clip", "epochs")
+_FLOATS = ("lr", "beta", "margin", "lora_alpha", "min_lr_ratio", "weight_decay", "b1", "b2", "grad_clip", "epochs",
+           "device_memory_gb")
 _PATHS = ("model", "train", "eval", "out")
 
 
@@ -150,8 +155,8 @@ class TrainConfig:
       "success" for implicit), batch_size (records or pairs per optimizer step, over all devices and hosts),
       max_length (token budget per trajectory; older steps are dropped beyond it, with a warning),
       min_length_bucket.
-    objective, lora, optimizer, outputs: see `ObjectiveSection`, `LoRASection`, `OptimizerSection`,
-      `OutputSection`.
+    objective, lora, optimizer, outputs, compute: see `ObjectiveSection`, `LoRASection`, `OptimizerSection`,
+      `OutputSection`, `ComputeSection`.
 
     Build it from flat names (`TrainConfig(train="a.jsonl", lr=1e-3)`), sections
     (`TrainConfig(data=DataConfig(kind="explicit", train="a.jsonl"), optimizer=OptimizerSection(lr=1e-3))`)
@@ -171,6 +176,7 @@ class TrainConfig:
     lora: LoRASection = field(default_factory=LoRASection)
     optimizer: OptimizerSection = field(default_factory=OptimizerSection)
     outputs: OutputSection = field(default_factory=OutputSection)
+    compute: ComputeSection = field(default_factory=ComputeSection)
 
     def __init__(self, **values):
         sections = {name: values.pop(name) for name in _SECTIONS if name in values}
@@ -216,8 +222,8 @@ class TrainConfig:
             fail("model", "must name the backbone: bundled, an HF directory or a .gguf file")
         if self.finetune not in FINETUNE:
             fail("finetune", f"must be one of {', '.join(FINETUNE)}, got {self.finetune!r}")
-        if self.finetune == "head" and self.kind == "implicit":
-            fail("finetune", "'head' has no meaning for the implicit PRM (it has no head); use lora or full")
+        if self.finetune == "head" and self.kind in ("implicit", "sft"):
+            fail("finetune", f"'head' has no meaning for kind {self.kind!r} (a causal LM has no head); use lora or full")
         int_at_least("head_mlp", self.head_mlp, 0)
         if (self.steps is None) == (self.epochs is None):
             fail("steps", f"give exactly one of steps and epochs (steps={self.steps}, epochs={self.epochs})")

@@ -6,6 +6,8 @@
     LoRASection       the adapters of finetune="lora" (rank, alpha, targets)
     OptimizerSection  AdamW, its schedule, clipping and gradient accumulation
     OutputSection     how often the run checkpoints, evaluates and logs, and how many checkpoints it keeps
+    ComputeSection    how the backbone's forward runs (remat, scanned layers, attention kernel) and the
+                      accelerator `agentrm train --plan` checks the memory against
 
 Importable without jax, flax or grain: the few constants that live beside the model code
 (`models.lora.LORA_TARGETS`, `rewards.explicit.LOSSES`) are imported when a section is checked.
@@ -20,14 +22,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FINETUNE", "KINDS", "PRECISIONS", "TARGETS", "DataConfig", "LoRASection", "MeshShape",
-           "ObjectiveSection", "OptimizerSection", "OutputSection", "check_int", "check_number"]
+__all__ = ["ATTENTION", "FINETUNE", "KINDS", "PRECISIONS", "REMAT", "TARGETS", "ComputeSection", "DataConfig",
+           "LoRASection", "MeshShape", "ObjectiveSection", "OptimizerSection", "OutputSection", "check_int",
+           "check_number"]
 
-KINDS = ("explicit", "implicit", "pairwise")
+KINDS = ("explicit", "implicit", "pairwise", "sft")  # sft: policy fine-tuning (agentrm sft)
 TARGETS = ("value", "progress", "success")
 FINETUNE = ("lora", "full", "head")
 PRECISIONS = ("float32", "bf16")
-_DEFAULT_TARGET = {"explicit": "value", "implicit": "success", "pairwise": None}
+# Mirrors of models.config.REMAT_POLICIES / ATTENTION_IMPLS (kept here so the config imports no flax;
+# tests/training/test_train_config.py checks they agree).
+REMAT = ("none", "full", "dots_saveable")
+ATTENTION = ("grouped", "dot_product")
+_DEFAULT_TARGET = {"explicit": "value", "implicit": "success", "pairwise": None, "sft": None}
 _MESH_ITEM = re.compile(r"^\s*(data|fsdp|tensor)\s*=\s*(\d+)\s*$")
 
 
@@ -147,7 +154,7 @@ class DataConfig:
     @property
     def target_field(self) -> str | None:
         """The record field read as target / label (None for pairwise)."""
-        if self.kind == "pairwise":
+        if self.kind in ("pairwise", "sft"):
             return None
         return self.target or _DEFAULT_TARGET[self.kind]
 
@@ -250,3 +257,44 @@ class OutputSection:
     def __post_init__(self):
         for name in ("save_every", "keep", "eval_every", "log_every"):
             check_int("TrainConfig.outputs", name, getattr(self, name), 0 if name == "eval_every" else 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComputeSection:
+    """How the backbone's forward runs, and on what (`TrainConfig.compute`). None of it changes the
+    numbers a step computes (to 1e-5), so all of it may change when a run is resumed.
+
+    remat: what each decoder layer keeps for the backward pass: "none" (everything), "full" (only its
+      input; the rest is recomputed, ~1/3 more compute) or "dots_saveable" (matmul outputs).
+    scan_layers: run the layers as one `lax.scan` (compile time independent of depth).
+    attention: "grouped" (matmul form, fastest on XLA:CPU) or "dot_product" (`jax.nn.dot_product_attention`:
+      cuDNN's fused kernel on GPU with bf16).
+    device: the accelerator `agentrm train --plan` checks memory against, a name of
+      `training.plan.KNOWN_DEVICES` (e.g. "H100-80GB", "v5e"); device_memory_gb overrides its memory
+      (or stands alone for another device).
+    architecture: the backbone's shape for `--plan` on a machine without the weights: a name of
+      `training.plan.KNOWN_ARCHITECTURES` (e.g. "llama-3.1-8b"); where the model is present its own
+      config must agree with it.
+    """
+
+    remat: str = "none"
+    scan_layers: bool = False
+    attention: str = "grouped"
+    device: str | None = None
+    device_memory_gb: float | None = None
+    architecture: str | None = None
+
+    def __post_init__(self):
+        owner = "TrainConfig.compute"
+        if self.remat not in REMAT:
+            raise ValueError(f"{owner}.remat must be one of {', '.join(REMAT)}, got {self.remat!r}")
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"{owner}.scan_layers must be true or false, got {self.scan_layers!r}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"{owner}.attention must be one of {', '.join(ATTENTION)}, got {self.attention!r}")
+        for name in ("device", "architecture"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{owner}.{name} must be a name or null, got {value!r}")
+        if self.device_memory_gb is not None:
+            check_number(owner, "device_memory_gb", self.device_memory_gb, lo=0, lo_open=True)

@@ -145,11 +145,17 @@ def _first_bad_leaf(leaf_finite) -> str:
 
 
 def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenizer=None,
-          on_step: Callable[[int, float], None] | None = None, overwrite: bool = False) -> TrainResult:
+          on_step: Callable[[int, float], None] | None = None, overwrite: bool = False,
+          examples_fn: Callable | None = None, evaluator: Callable[[int, nnx.Module], dict] | None = None
+          ) -> TrainResult:
     """Train (or resume) the run `config` describes; see the module docstring.
 
     backbone / tokenizer: an already loaded LlamaForCausalLM and its tokenizer (tests, notebooks);
     by default both come from `config.model`. on_step(step, loss) is called after every step.
+    examples_fn(path, data_config, tokenizer, field=...) -> examples replaces `training.data.load_examples`
+    (policy SFT renders its demos with `sft.data`); evaluator(step, model) -> {name: number}, called where
+    the eval set is evaluated (every outputs.eval_every steps and at the end) with the model as trained so
+    far, adds its numbers to that metrics.jsonl row (policy SFT plays episodes there).
     `config.out` must be new, empty or a training run (resumed) unless `overwrite`, which deletes the
     run's files there (checkpoints/, metrics.jsonl, train_config.json; nothing else) and starts over.
     Raises NonFiniteError (the last good checkpoint stays the latest) on a NaN / inf loss or gradient,
@@ -171,14 +177,15 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
         from agentrm_jax.models import load_tokenizer
 
         tokenizer = load_tokenizer(resolve_model_path(config.model))
-    train_examples = load_examples(data_config.train, data_config, tokenizer, field="train")
+    load = examples_fn or load_examples
+    train_examples = load(data_config.train, data_config, tokenizer, field="train")
     if not train_examples:
         raise ValueError(f"TrainConfig.train: {data_config.train} holds no records")
-    eval_examples = (load_examples(data_config.eval, data_config, tokenizer, field="eval") if data_config.eval
+    eval_examples = (load(data_config.eval, data_config, tokenizer, field="eval") if data_config.eval
                      else [])
     total_steps = _total_steps(config, len(train_examples))
 
-    model, trainable_filter = build_model(config, backbone=backbone)
+    model, trainable_filter = build_model(config, backbone=backbone, mesh=mesh)  # weights straight to their shards
     step_fn = TrainStep(model, trainable_filter, config, mesh, total_steps)
     trainable = step_fn.initial_trainable
     opt_state = step_fn.init_opt_state(trainable)
@@ -219,7 +226,7 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
     if progress and jax.process_index() == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=start, desc=f"train {config.kind} RM", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=total_steps, initial=start, desc="train sft policy" if config.kind == "sft" else f"train {config.kind} RM", unit="step", dynamic_ncols=True)
     outputs = config.outputs
     losses: dict[int, float] = {}
     last_eval: dict[str, float] = {}
@@ -249,6 +256,10 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
             if eval_examples and ((outputs.eval_every and step % outputs.eval_every == 0) or step == total_steps):
                 last_eval = run_eval(step_fn, trainable, eval_examples, config)
                 row = {**(row or {"step": step}), **last_eval}
+            if evaluator is not None and ((outputs.eval_every and step % outputs.eval_every == 0)
+                                          or step == total_steps):
+                row = {**(row or {"step": step}), **evaluator(step, nnx.merge(step_fn.graphdef, trainable,
+                                                                              step_fn.frozen))}
             if row is not None:
                 _append_metrics(metrics_path, row)
             if step % outputs.save_every == 0 or step == total_steps:

@@ -27,6 +27,10 @@ LEGACY = {"model": "bundled", "kind": "explicit", "train": "a.jsonl", "eval": No
           "mesh": "data=1,fsdp=1,tensor=1", "seed": 7, "out": "runs/old", "save_every": 10, "keep": 2,
           "eval_every": 10, "log_every": 1}
 
+# The compute section (added later): an old run reads with its defaults, today's forward.
+COMPUTE_DEFAULTS = {"remat": "none", "scan_layers": False, "attention": "grouped", "device": None,
+                    "device_memory_gb": None, "architecture": None}
+
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_train_config_parses_and_round_trips(path):
@@ -41,7 +45,7 @@ def test_a_legacy_flat_dict_reads_into_the_sections():
                                      max_length=256, seed=7)
     assert config.optimizer.grad_accum == 2 and config.lora.targets == ("q_proj", "v_proj")
     assert config.lora.rank == 4 and config.outputs.save_every == 10
-    assert config.to_flat_dict() == {**LEGACY, "min_length_bucket": 32}
+    assert config.to_flat_dict() == {**LEGACY, "min_length_bucket": 32, **COMPUTE_DEFAULTS}
     nested = config.to_dict()
     assert nested["kind"] == "explicit" and nested["steps"] == 30 and nested["model"] == "bundled"
     assert nested["optimizer"]["lr"] == 0.001 and nested["data"]["train"] == "a.jsonl"
@@ -92,3 +96,25 @@ def test_importing_the_config_pulls_in_no_jax_flax_or_grain():
             "print(sorted(m for m in ('jax', 'flax', 'grain', 'optax', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_compute_section_reads_nested_and_flat(tmp_path):
+    path = tmp_path / "compute.yaml"
+    path.write_text("data:\n  train: a.jsonl\ncompute:\n  remat: full\n  scan_layers: true\n  attention: dot_product\n"
+                    "  device: H100-80GB\n  device_memory_gb: 40\n")
+    config = TrainConfig.from_yaml(path, {"remat": "dots_saveable"})
+    assert (config.compute.remat, config.scan_layers, config.attention) == ("dots_saveable", True, "dot_product")
+    assert config.compute.device == "H100-80GB" and config.device_memory_gb == 40.0
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["compute"]["remat"] == "dots_saveable"
+    bad = tmp_path / "bad_remat.yaml"
+    bad.write_text("data:\n  train: a.jsonl\ncompute:\n  remat: some\n")
+    with pytest.raises(ValueError, match=re.escape(f"{bad}:4: ") + ".*compute.remat must be one of none, full"):
+        TrainConfig.from_yaml(bad)
+
+
+def test_the_compute_choices_are_the_models_own():
+    from agentrm_jax.models.config import ATTENTION_IMPLS, REMAT_POLICIES
+    from agentrm_jax.training.sections import ATTENTION, REMAT
+
+    assert (REMAT, ATTENTION) == (REMAT_POLICIES, ATTENTION_IMPLS)
