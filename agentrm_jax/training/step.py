@@ -2,6 +2,11 @@
 
 Parameters are placed by the logical-axis rules of `models.sharding`, batches split over data x fsdp,
 gradient accumulation by `lax.scan` over interleaved micro-batches; the step has no random ops.
+
+Everything the step reads is an argument of the jitted function, never a closed-over array: a
+closed-over array is compiled into the program as a constant (unsharded, copied into the executable).
+That matters for the implicit PRM under full fine-tuning, whose reference pi_ref is a frozen copy of
+the initial weights: it is passed as `reference`, placed like the trained weights.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ class TrainStep:
     """The sharded, jitted train and eval steps of one model on one mesh.
 
     state: `trainable` (nnx.State of the parameters being trained) and `opt_state`; the frozen
-    rest of the model is held here. `step(trainable, opt_state, batch) -> (trainable, opt_state,
-    metrics)` donates its state; `evaluate(trainable, batch) -> (loss sum, count, scores)`.
+    rest of the model is held here, and so is `reference`: for the implicit PRM under full
+    fine-tuning the initial trainable weights (an nnx.State like `trainable`, same shardings), else
+    None (under LoRA pi_ref is the same weights with the adapters zeroed, built inside the step).
+    `step(trainable, opt_state, batch) -> (trainable, opt_state, metrics)` donates its state;
+    `evaluate(trainable, batch) -> (loss sum, count, scores)`; `lower_step(...)` lowers the step.
     """
 
     def __init__(self, model: nnx.Module, trainable_filter, config: TrainConfig, mesh, total_steps: int):
@@ -72,61 +80,61 @@ class TrainStep:
         self.initial_trainable = trainable
         self.batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
         self.replicated = replicated
-        self._reference = self._make_reference(model)
+        self.reference = self._initial_reference(trainable)
+        ref_shardings = None if self.reference is None else self.trainable_shardings
         self._step = jax.jit(self._step_fn, donate_argnums=(0, 1),
-                             in_shardings=(self.trainable_shardings, self.opt_shardings, None, self.batch_sharding),
+                             in_shardings=(self.trainable_shardings, self.opt_shardings, None, ref_shardings,
+                                           self.batch_sharding),
                              out_shardings=(self.trainable_shardings, self.opt_shardings, replicated))
-        self._eval = jax.jit(self._eval_fn, in_shardings=(self.trainable_shardings, None, self.batch_sharding),
+        self._eval = jax.jit(self._eval_fn, in_shardings=(self.trainable_shardings, None, ref_shardings,
+                                                          self.batch_sharding),
                              out_shardings=replicated)
         self._init_opt = jax.jit(self.tx.init, out_shardings=self.opt_shardings)
 
     def init_opt_state(self, trainable):
         return self._init_opt(trainable)
 
-    def _make_reference(self, model):
-        """For implicit: (frozen reference arrays, graphdef) giving pi_ref logits; None otherwise."""
+    def _initial_reference(self, trainable):
+        """The implicit PRM's pi_ref weights under full fine-tuning: a copy of the initial trainable
+        state on the same shardings (the step donates `trainable`, so it cannot be that state itself);
+        None for every other run."""
+        if self.config.kind != "implicit" or self.config.finetune == "lora":
+            return None
+        return jax.tree.map(lambda x: x.copy(), trainable)
+
+    def _reference_logits(self, trainable, frozen, reference):
+        """`(ids, mask) -> pi_ref logits` for the implicit PRM (traced inside the step), None otherwise."""
         if self.config.kind != "implicit":
             return None
-        if self.config.finetune == "lora":
-            return "lora"  # same weights, adapters zeroed: built inside the step from the trainable state
-        graphdef, params = nnx.split(model)
-        # full fine-tuning: a frozen copy of the initial weights, placed like the model's
-        return graphdef, jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, params)
-
-    def _reference_logits(self, trainable, frozen):
-        if self._reference is None:
-            return None
-        if self._reference == "lora":
-            zeros = jax.tree.map(jnp.zeros_like, trainable)
-            ref_model = nnx.merge(self.graphdef, zeros, frozen)
-        else:
-            ref_graphdef, ref_params = self._reference
-            ref_model = nnx.merge(ref_graphdef, ref_params)
+        if reference is None:  # LoRA: the same weights with the adapters zeroed
+            reference = jax.tree.map(jnp.zeros_like, trainable)
+        ref_model = nnx.merge(self.graphdef, reference, frozen)
         return lambda ids, mask: ref_model(ids, mask)
 
-    def _loss(self, trainable, frozen, batch, count):
+    def _loss(self, trainable, frozen, reference, batch, count):
         model = nnx.merge(self.graphdef, trainable, frozen)
         objective = self.config.objective
         total, _, _ = loss_sums(model, batch, kind=self.config.kind, loss=objective.loss, beta=objective.beta,
-                                margin=objective.margin, reference=self._reference_logits(trainable, frozen))
+                                margin=objective.margin,
+                                reference=self._reference_logits(trainable, frozen, reference))
         return total / count
 
     def _count(self, batch):
         return jnp.maximum(jnp.sum(valid_rows(batch, self.config.kind)), 1).astype(jnp.float32)
 
-    def _step_fn(self, trainable, opt_state, frozen, batch):
+    def _step_fn(self, trainable, opt_state, frozen, reference, batch):
         accum = self.config.optimizer.grad_accum
         count = self._count(batch)
         grad_fn = jax.value_and_grad(self._loss)
         if accum == 1:
-            loss, grads = grad_fn(trainable, frozen, batch, count)
+            loss, grads = grad_fn(trainable, frozen, reference, batch, count)
         else:
             unit = 2 if self.config.kind == "pairwise" else 1
             micro = jax.tree.map(lambda x: _micro_batches(x, accum, unit), batch)
 
             def one(carry, mb):
                 loss_acc, grad_acc = carry
-                loss_mb, grads_mb = grad_fn(trainable, frozen, mb, count)
+                loss_mb, grads_mb = grad_fn(trainable, frozen, reference, mb, count)
                 return (loss_acc + loss_mb, jax.tree.map(jnp.add, grad_acc, grads_mb)), None
 
             zeros = jax.tree.map(jnp.zeros_like, trainable)
@@ -139,12 +147,12 @@ class TrainStep:
                    "grads_finite": jnp.isfinite(grad_norm), "leaf_finite": leaf_finite}
         return trainable, opt_state, metrics
 
-    def _eval_fn(self, trainable, frozen, batch):
+    def _eval_fn(self, trainable, frozen, reference, batch):
         model = nnx.merge(self.graphdef, trainable, frozen)
         objective = self.config.objective
         total, count, scores = loss_sums(model, batch, kind=self.config.kind, loss=objective.loss,
                                          beta=objective.beta, margin=objective.margin,
-                                         reference=self._reference_logits(trainable, frozen))
+                                         reference=self._reference_logits(trainable, frozen, reference))
         # replicated outputs: every host gets the global rows, so metrics need no further gathering
         return {"loss_sum": total, "count": count, "scores": scores, "targets": batch["targets"][:, 0],
                 "labels": batch["labels"], "weights": batch["weights"]}
@@ -157,10 +165,15 @@ class TrainStep:
         return {k: one(v) for k, v in host_batch.items()}
 
     def step(self, trainable, opt_state, batch):
-        return self._step(trainable, opt_state, self.frozen, batch)
+        return self._step(trainable, opt_state, self.frozen, self.reference, batch)
+
+    def lower_step(self, trainable, opt_state, batch) -> jax.stages.Lowered:
+        """The train step lowered for these arguments (arrays or jax.ShapeDtypeStructs): `.as_text()`
+        is its StableHLO, `.compile().memory_analysis()` its buffer sizes. Nothing is donated or run."""
+        return self._step.lower(trainable, opt_state, self.frozen, self.reference, batch)
 
     def evaluate(self, trainable, batch):
-        return self._eval(trainable, self.frozen, batch)
+        return self._eval(trainable, self.frozen, self.reference, batch)
 
     def compile_count(self) -> int:
         """Distinct train-step programs compiled so far (one per length bucket)."""
