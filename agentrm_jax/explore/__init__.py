@@ -8,7 +8,8 @@
     ray_workers  the same on Ray actors (optional extra agentrm_jax[ray]; imported only with --ray)
     samples   trees -> regression records (state values) and sibling preference pairs
     show      a tree in the terminal, or as one self-contained HTML page
-    commands  `agentrm explore`, `agentrm samples`, `agentrm tree show`
+    stats     trees, nodes, value spread, roots with a success (per env and split)
+    commands  `agentrm explore`, `agentrm samples`, `agentrm tree show`, `agentrm tree stats`
 
 Names are exported lazily (importing the package imports nothing heavy), as in models/ and rewards/.
 """
@@ -19,6 +20,7 @@ _EXPORTS = {
     "ExploreConfig": "config", "parse_seeds": "config", "Tree": "tree", "Node": "tree", "TreeSearch": "mcts",
     "ExploreError": "mcts", "grow_trees": "mcts", "run_explore": "runner", "read_trees": "runner",
     "regression_records": "samples", "preference_pairs": "samples", "render_text": "show", "render_html": "show",
+    "tree_stats": "stats",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

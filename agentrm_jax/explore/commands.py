@@ -4,6 +4,7 @@
                     --out trees.jsonl [--workers 2 [--ray [ADDRESS]]] [--config configs/explore_cpu.yaml]
     agentrm samples --trees trees.jsonl --out regression.jsonl [--min-visits 2] [--balance] [--pairs pairs.jsonl]
     agentrm tree show trees.jsonl --seed 3 [--html tree.html]
+    agentrm tree stats trees.jsonl [more.jsonl ...] [--json]
 
 The top level imports the standard library only, so `agentrm --help` stays fast.
 """
@@ -112,6 +113,21 @@ def _cmd_tree_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tree_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from agentrm_jax.explore.runner import read_trees
+    from agentrm_jax.explore.stats import format_stats, tree_stats
+
+    trees = [t for path in args.trees for t in read_trees(path)]
+    if not trees:
+        raise ValueError(f"{', '.join(args.trees)}: no trees (the file{'s hold' if len(args.trees) > 1 else ' holds'} "
+                         "only a header); grow some with `agentrm explore`")
+    stats = tree_stats(trees)
+    print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
+    return 0
+
+
 def register(subparsers) -> None:
     """Add `explore`, `samples` and `tree` to the `agentrm` command."""
     ex = subparsers.add_parser(
@@ -181,3 +197,10 @@ def register(subparsers) -> None:
     show.add_argument("--html", help="write an HTML page here instead of printing")
     show.add_argument("--force", action="store_true", help="replace an existing --html file")
     show.set_defaults(func=_cmd_tree_show)
+    stats = tsub.add_parser("stats", help="trees, nodes, value spread and roots with a success, per env and split",
+                            description="Summarise trees files: trees, nodes, the spread of node values (mean, "
+                                        "sd, quantiles, the fraction strictly between 0 and 1), the mean root "
+                                        "value and the fraction of trees with at least one success.")
+    stats.add_argument("trees", nargs="+", help="trees JSONL files written by `agentrm explore`")
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
+    stats.set_defaults(func=_cmd_tree_stats)
