@@ -27,8 +27,9 @@ def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0,
     """A policy from its CLI name.
 
     bundled (our JAX model; `model` names another path), expert / random (built for the task `env` is
-    reset to; `env` is needed only for these two), a model path (an HF directory or a .gguf file, run
-    in-process), or http(s)://URL[#model] (an OpenAI-compatible server; `#model` or `model` names the
+    reset to; `env` is needed only for these two), an `agentrm sft` run directory (its policy/: base +
+    LoRA adapters unmerged, or the whole fine-tuned model), a model path (an HF directory or a .gguf
+    file, run in-process), or http(s)://URL[#model] (an OpenAI-compatible server; `#model` or `model` names the
     model, else the server's first).
     """
     from pathlib import Path
@@ -52,7 +53,14 @@ def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0,
             names = policy.models()
             policy.model = names[0] if names else "default"
         return policy
-    if Path(spec).expanduser().exists():
-        return JaxPolicy.from_pretrained(str(Path(spec).expanduser()), max_new_tokens=max_new_tokens)
+    path = Path(spec).expanduser()
+    if path.is_dir() and ((path / "policy").is_dir() or (path / "adapters.json").is_file()
+                          or (path / "train_config.json").is_file()):
+        from agentrm_jax.models.adapters import load_policy  # an `agentrm sft` run (or its policy/)
+
+        model, tokenizer = load_policy(path)
+        return JaxPolicy(model, tokenizer, max_new_tokens=max_new_tokens)
+    if path.exists():
+        return JaxPolicy.from_pretrained(str(path), max_new_tokens=max_new_tokens)
     raise ValueError(f"--policy must be bundled, expert, random, an existing model path (HF directory or "
                      f".gguf) or an http(s):// URL, got {spec!r}")

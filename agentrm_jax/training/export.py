@@ -8,6 +8,9 @@ with LoRA adapters merged into the base weights: torch and TRL users score with 
 implicit runs become a causal LM (`LlamaForCausalLM`, adapters merged) plus `agentrm.json` naming
 the reference (the run's base model) and beta: the implicit PRM is `beta * log pi_DIR / pi_reference`.
 
+sft runs (`agentrm sft`, a fine-tuned policy) become a plain causal LM (`LlamaForCausalLM`, adapters
+merged) with its tokenizer, which transformers' `from_pretrained` and `--policy DIR` load.
+
 The directory is written next to `out` under a temporary name and renamed into place when complete, so
 a failed export leaves nothing behind. An existing non-empty `out` is refused unless `overwrite`
 (then replaced only once the new export is complete); a training run is never overwritten.
@@ -123,6 +126,15 @@ def export_run(ckpt: str | os.PathLike, out: str | os.PathLike, *, step: int | N
 def _write(model, config: TrainConfig, meta: dict, tokenizer, out: Path) -> None:
     """The export files of `model` (trained under `config`) in the existing directory `out`."""
     extra = {"trained": {"step": meta.get("step"), "config": meta["config"]}}
+    if config.kind == "sft":  # a fine-tuned policy: a plain causal LM, adapters merged
+        from agentrm_jax.models import save_pretrained
+
+        if has_lora(model):
+            merge_lora(model)
+        save_pretrained(model, out)
+        tokenizer.save_pretrained(str(out))
+        (out / "agentrm_policy.json").write_text(json.dumps({"format_version": 1, "kind": "sft", **extra}, indent=2))
+        return
     if config.kind == "implicit":
         from agentrm_jax.models import save_pretrained
 

@@ -41,6 +41,8 @@ def eval_metrics(config: TrainConfig, scores: np.ndarray, batches_targets: np.nd
         if np.all(np.isin(batches_targets, (0.0, 1.0))):
             out["eval_accuracy"] = float(np.mean((pred > 0.5) == (batches_targets > 0.5)))
             out["eval_auroc"] = auroc(pred, batches_targets)
+    elif config.kind == "sft":  # the loss is the metric (mean target-token cross-entropy per demo)
+        pass
     elif config.kind == "implicit":
         out["eval_accuracy"] = float(np.mean((scores > 0) == (labels > 0.5)))
         out["eval_auroc"] = auroc(scores, labels > 0.5)
