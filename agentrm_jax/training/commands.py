@@ -23,9 +23,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.plan:
+        return _plan(config, args)
     from agentrm_jax.training.trainer import NonFiniteError, train
 
-    config = config_from_args(args)
     try:
         result = train(config, progress=not args.no_progress, overwrite=args.overwrite)
     except NonFiniteError as e:
@@ -34,6 +36,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"train: {summary(result)}; export with `agentrm export --ckpt {result.out} --out {result.out}/hf`",
           file=sys.stderr)
     return 0
+
+
+def _plan(config: TrainConfig, args: argparse.Namespace) -> int:
+    """--plan: the per-device memory, no weights loaded; exit 0 when it fits (or no device is named), 1 if not."""
+    import json
+
+    from agentrm_jax.training.plan import format_plan, memory_plan
+
+    plan = memory_plan(config, source=args.config or "flags")
+    print(json.dumps(plan.to_dict()) if args.json else format_plan(plan))
+    return 1 if plan.fits is False else 0
 
 
 def summary(result) -> str:
@@ -90,6 +103,10 @@ def register(subparsers) -> None:
     tr.add_argument("--seed", type=int, help="initialisation and data-order seed (overrides seed)")
     tr.add_argument("--save-every", type=int, help="checkpoint every N steps (overrides outputs.save_every)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--plan", action="store_true",
+                    help="dry run: print the per-device memory (parameters, optimizer state, gradients, activations) "
+                         "on the config's mesh and whether it fits compute.device; loads no weights, needs no devices")
+    tr.add_argument("--json", action="store_true", help="with --plan: one JSON object")
     tr.set_defaults(func=_cmd_train)
 
     ex = subparsers.add_parser(

@@ -23,7 +23,7 @@ from agentrm_jax.training.config import TrainConfig
 from agentrm_jax.training.losses import loss_sums, valid_rows
 from agentrm_jax.training.optimizer import make_optimizer
 
-__all__ = ["TrainStep"]
+__all__ = ["TrainStep", "step_loss"]
 
 
 def _micro_batches(x: jax.Array, accum: int, unit: int) -> jax.Array:
@@ -36,6 +36,29 @@ def _micro_batches(x: jax.Array, accum: int, unit: int) -> jax.Array:
     x = x.reshape(rows // (unit * accum), accum, unit, *x.shape[1:])
     x = jnp.moveaxis(x, 1, 0)
     return x.reshape(accum, rows // accum, *x.shape[3:])
+
+
+def reference_logits(graphdef, config: TrainConfig, trainable, frozen, reference):
+    """`(ids, mask) -> pi_ref logits` for the implicit PRM (traced inside the step), None otherwise:
+    `reference` (the initial weights under full fine-tuning) or, when None (LoRA), the same weights
+    with the adapters zeroed."""
+    if config.kind != "implicit":
+        return None
+    if reference is None:
+        reference = jax.tree.map(jnp.zeros_like, trainable)
+    ref_model = nnx.merge(graphdef, reference, frozen)
+    return lambda ids, mask: ref_model(ids, mask)
+
+
+def step_loss(graphdef, config: TrainConfig, trainable, frozen, reference, batch, count) -> jax.Array:
+    """The loss one (micro-)batch contributes to a step: sum over its valid rows / `count` (the
+    step's valid rows), for `jax.value_and_grad` over `trainable`. Pure; see `TrainStep`."""
+    model = nnx.merge(graphdef, trainable, frozen)
+    objective = config.objective
+    total, _, _ = loss_sums(model, batch, kind=config.kind, loss=objective.loss, beta=objective.beta,
+                            margin=objective.margin,
+                            reference=reference_logits(graphdef, config, trainable, frozen, reference))
+    return total / count
 
 
 class TrainStep:
@@ -102,22 +125,8 @@ class TrainStep:
             return None
         return jax.tree.map(lambda x: x.copy(), trainable)
 
-    def _reference_logits(self, trainable, frozen, reference):
-        """`(ids, mask) -> pi_ref logits` for the implicit PRM (traced inside the step), None otherwise."""
-        if self.config.kind != "implicit":
-            return None
-        if reference is None:  # LoRA: the same weights with the adapters zeroed
-            reference = jax.tree.map(jnp.zeros_like, trainable)
-        ref_model = nnx.merge(self.graphdef, reference, frozen)
-        return lambda ids, mask: ref_model(ids, mask)
-
     def _loss(self, trainable, frozen, reference, batch, count):
-        model = nnx.merge(self.graphdef, trainable, frozen)
-        objective = self.config.objective
-        total, _, _ = loss_sums(model, batch, kind=self.config.kind, loss=objective.loss, beta=objective.beta,
-                                margin=objective.margin,
-                                reference=self._reference_logits(trainable, frozen, reference))
-        return total / count
+        return step_loss(self.graphdef, self.config, trainable, frozen, reference, batch, count)
 
     def _count(self, batch):
         return jnp.maximum(jnp.sum(valid_rows(batch, self.config.kind)), 1).astype(jnp.float32)
@@ -152,7 +161,8 @@ class TrainStep:
         objective = self.config.objective
         total, count, scores = loss_sums(model, batch, kind=self.config.kind, loss=objective.loss,
                                          beta=objective.beta, margin=objective.margin,
-                                         reference=self._reference_logits(trainable, frozen, reference))
+                                         reference=reference_logits(self.graphdef, self.config, trainable, frozen,
+                                                                    reference))
         # replicated outputs: every host gets the global rows, so metrics need no further gathering
         return {"loss_sum": total, "count": count, "scores": scores, "targets": batch["targets"][:, 0],
                 "labels": batch["labels"], "weights": batch["weights"]}
