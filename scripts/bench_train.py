@@ -21,6 +21,9 @@
 2. Memory, in a subprocess with 8 fake CPU devices: the same model placed by `TrainStep` on a
    data=1,fsdp=1,tensor=1 mesh over one device and on data=1,fsdp=8,tensor=1 over eight;
    bytes of the parameter (trainable + frozen) and AdamW-state shards that live on device 0.
+3. `--plan-check` (alone): `agentrm train --plan`'s per-device bytes for the bundled model, full
+   fine-tuning at fsdp=8 (unrolled; scanned + remat full), next to the compiled step's memory analysis
+   on 8 fake CPU devices.
 
 Threads: torch uses `--threads` intra-op threads; XLA:CPU uses every core the process may run
 on (2 on the development machine, so keep --threads at the core count for a fair ratio).
@@ -44,6 +47,7 @@ from bench_models import forward_flops_per_token  # noqa: E402
 from bench_rewards import make_trajectories  # noqa: E402
 
 _MEMORY_FLAG = "--memory-child"
+_PLAN_FLAG = "--plan-child"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,6 +250,58 @@ def memory_child(args) -> dict:
     return out
 
 
+def plan_child(overrides: dict) -> dict:
+    """`agentrm train --plan`'s per-device bytes next to the real ones on 8 fake CPU devices: the bundled
+    model in configs/train_cpu.yaml with `overrides`, the real TrainStep compiled for one batch; real =
+    its memory analysis (arguments + outputs - donated aliases + temporaries) on one device."""
+    import jax
+    import numpy as np
+
+    from agentrm_jax.training.config import TrainConfig
+    from agentrm_jax.training.mesh import training_mesh
+    from agentrm_jax.training.model import build_model
+    from agentrm_jax.training.plan import memory_plan
+    from agentrm_jax.training.step import TrainStep
+
+    config = TrainConfig.from_yaml(os.path.join(os.path.dirname(__file__), "..", "configs", "train_cpu.yaml"),
+                                   overrides)
+    plan = memory_plan(config)
+    mesh = training_mesh(config.mesh)
+    model, trainable_filter = build_model(config, mesh=mesh)
+    step = TrainStep(model, trainable_filter, config, mesh, total_steps=10)
+    del model
+    opt_state = step.init_opt_state(step.initial_trainable)
+    rows, length = config.data.batch_size * config.data.rows_per_example, plan.length
+    host = {"input_ids": np.ones((rows, length), np.int32), "attention_mask": np.ones((rows, length), bool),
+            "agent_mask": np.ones((rows, length), bool), "target_index": np.full((rows, 1), length - 1, np.int32),
+            "targets": np.zeros((rows, 1), np.float32), "labels": np.zeros((rows,), np.float32),
+            "weights": np.ones((rows,), np.float32)}
+    ma = step.lower_step(step.initial_trainable, opt_state, step.put_batch(host)).compile().memory_analysis()
+    real = ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes + ma.temp_size_in_bytes
+    dev0 = jax.devices()[0]
+    return {"overrides": overrides, "plan": plan.to_dict(), "real_bytes": real, "real_temp_bytes": ma.temp_size_in_bytes,
+            "real_params_and_opt_bytes": _bytes_on(step.initial_trainable, dev0) + _bytes_on(step.frozen, dev0)
+            + _bytes_on(opt_state, dev0), "plan_over_real": plan.per_device_bytes / real}
+
+
+def plan_check(args) -> list[dict]:
+    """plan_child for full fine-tuning at fsdp=8, unrolled and scanned + remat, in subprocesses."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip())
+    rows = []
+    for extra in ({}, {"remat": "full", "scan_layers": True}):
+        overrides = {"finetune": "full", "mesh": "data=1,fsdp=8,tensor=1", **extra}
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), _PLAN_FLAG, json.dumps(overrides)],
+                              env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"plan subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{json.dumps(extra) or 'unrolled'}: plan {_mb(r['plan']['per_device_bytes'])}, real {_mb(r['real_bytes'])}"
+              f" (temp {_mb(r['real_temp_bytes'])}); plan / real = {r['plan_over_real']:.3f}", flush=True)
+    return rows
+
+
 def memory(args) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
@@ -266,6 +322,12 @@ def _mb(n: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [_PLAN_FLAG]:
+        print(json.dumps(plan_child(json.loads(argv[1]))))
+        return {}
+    if argv[:1] == ["--plan-check"]:
+        return {"plan_check": plan_check(None)}
     args = build_parser().parse_args(argv)
     if args.memory_child:
         print(json.dumps(memory_child(args)))
