@@ -15,15 +15,30 @@ import time
 __all__ = ["register"]
 
 
+def _load_served_model(path, dtype: str):
+    """(model, tokenizer) behind `agentrm serve --model PATH`: a directory goes through the loader that
+    `--policy DIR` uses everywhere else (`models.adapters.load_policy`: an `agentrm sft` run, a directory of
+    adapters over a base, or an HF model directory); a file (.gguf, the bundled model) through from_pretrained."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        from agentrm_jax.models.adapters import load_policy
+
+        return load_policy(path, dtype=dtype)
+    from agentrm_jax.models import from_pretrained
+
+    return from_pretrained(path, dtype=dtype)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from agentrm_jax.agents.server import start_server, stop_server
-    from agentrm_jax.models import bundled_model_path, from_pretrained
+    from agentrm_jax.models import bundled_model_path
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
     path = args.model or bundled_model_path()
     t0 = time.perf_counter()
-    model, tokenizer = from_pretrained(path, dtype=args.dtype)
+    model, tokenizer = _load_served_model(path, args.dtype)
     name = args.model_name or str(path).rstrip("/").split("/")[-1]
     api_key = args.api_key or os.environ.get("AGENTRM_API_KEY") or None
     server, thread = start_server(model, tokenizer, args.host, args.port, model_name=name,
@@ -132,7 +147,8 @@ def register(subparsers) -> None:
                     "GET /v1/models. Generations run one at a time; the n samples of a request share one "
                     "prefill. Point `agentrm play --policy http://HOST:PORT/v1` or any OpenAI client at it.")
     serve.add_argument("--model", default=None,
-                       help="HF model directory or .gguf file (default: the bundled SmolLM2-135M-Instruct GGUF)")
+                       help="HF model directory, .gguf file or `agentrm sft` run directory (its policy: base + LoRA "
+                            "adapters, unmerged) (default: the bundled SmolLM2-135M-Instruct GGUF)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000; 0 = any free port)")
     serve.add_argument("--model-name", default=None, help="model id reported by /v1/models (default: file name)")

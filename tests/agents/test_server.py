@@ -413,3 +413,75 @@ def test_served_bundled_model_matches_in_process_greedy(bundled_ours):
         assert remote.stats.prompt_tokens == sum(len(local.sampler.encode(c)) for c in contexts)
     finally:
         stop_server(server, thread)
+
+
+# ------------------------------------------------------------------------------ serving an sft run
+
+def _sft_run_dir(root, tokenizer):
+    """An `agentrm sft` run directory as the trainer leaves it: train_config.json and policy/ holding LoRA
+    adapters (non-zero, so they change the logits) over a tiny HF base directory."""
+    import sys
+    from pathlib import Path
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from trainer_helpers import save_tiny_model, tiny_model
+
+    from agentrm_jax.models.adapters import save_adapters
+    from agentrm_jax.models.lora import add_lora
+
+    base = save_tiny_model(root / "base", tokenizer)
+    model = add_lora(tiny_model(), rank=2, alpha=4.0)
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        for block in (layer.attn, layer.mlp):
+            for name in vars(block):
+                if name.endswith("_lora_b"):
+                    var = getattr(block, name)
+                    var.set_value(jnp.asarray(0.5 * rng.standard_normal(var.shape), var[...].dtype))
+    run = root / "run"
+    save_adapters(model, run / "policy", base=str(base), rank=2, alpha=4.0)
+    (run / "train_config.json").write_text(json.dumps({"kind": "sft"}))
+    return run, base
+
+
+def test_serve_accepts_an_sft_run_directory(tmp_path, monkeypatch, bundled_tokenizer):
+    """`agentrm serve --model RUN_DIR` serves the run's policy (base + adapters), the very model
+    `--policy RUN_DIR` plays in-process, and not the bare base."""
+    import agentrm_jax.serve_loop as serve_loop
+    from agentrm_jax.agents.factory import make_policy
+    from agentrm_jax.cli import build_parser
+    from agentrm_jax.models.lora import has_lora
+
+    run, base = _sft_run_dir(tmp_path, bundled_tokenizer)
+    contexts = [MESSAGES, MESSAGES + [{"role": "assistant", "content": "Action: x"}, {"role": "user", "content": "o"}]]
+    served = {}
+
+    def one_request(thread, stop):  # instead of waiting for Ctrl-C: ask the running server, then stop it
+        try:
+            remote = OpenAIPolicy(served["url"], "run", max_tokens=8, timeout=120)
+            served["texts"] = remote.sample(contexts)
+        finally:
+            stop()
+
+    import agentrm_jax.agents.server as server_module
+
+    real_start = server_module.start_server
+
+    def start(model, tokenizer, host, port, **kwargs):
+        served["lora"] = has_lora(model)
+        server, thread = real_start(model, tokenizer, host, port, **kwargs)
+        served["url"] = server.url
+        return server, thread
+
+    monkeypatch.setattr(server_module, "start_server", start)
+    monkeypatch.setattr(serve_loop, "serve_until_interrupted", one_request)
+    args = build_parser().parse_args(["serve", "--model", str(run), "--port", "0"])
+    assert args.func(args) == 0
+    assert served["lora"]
+    local = make_policy(str(run), max_new_tokens=8)
+    assert served["texts"] == [local.sample([c])[0] for c in contexts]  # one context per call: the server's shape
+    bare = make_policy(str(base), max_new_tokens=8)
+    assert served["texts"] != [bare.sample([c])[0] for c in contexts]
