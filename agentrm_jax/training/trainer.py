@@ -58,7 +58,10 @@ __all__ = ["CHECKPOINTS", "NonFiniteError", "TrainResult", "TrainStep", "auroc",
            "train", "trained_model"]
 
 # Fields (flat names) that may change between a run and its resumption; any other change is refused.
-_RESUMABLE_FIELDS = {"steps", "epochs", "out", "save_every", "keep", "eval_every", "log_every", "eval"}
+# mesh and grad_accum change where and in how many pieces a step is computed, not what it computes (the
+# checkpoint restores onto any mesh), and compute's fields only how the forward runs.
+_RESUMABLE_FIELDS = {"steps", "epochs", "out", "save_every", "keep", "eval_every", "log_every", "eval", "mesh",
+                     "grad_accum", "remat", "scan_layers", "attention", "device", "device_memory_gb", "architecture"}
 
 
 class NonFiniteError(RuntimeError):
