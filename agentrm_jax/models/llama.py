@@ -52,6 +52,8 @@ class KVCache:
 
     Slots are shared by all rows: a call writes its T tokens at slots
     [index, index + T) of every row, so left-padded prompts keep working.
+    With `shared`, every row's tokens come after the shared prefix's real tokens
+    (positions continue from their count) and attend to all of them.
     """
 
     # [B, K, S, Dh]: slots next to head_dim, so attention reads the cache without transposing it.
@@ -59,6 +61,9 @@ class KVCache:
     values: tuple[jax.Array, ...]  # per layer [B, K, S, Dh]
     mask: jax.Array  # [B, S] bool: slot holds a real token
     index: jax.Array  # [] int32: next slot to write
+    # A prefix every row attends to before its own slots, stored once (batch 1, never written by
+    # this cache's calls): the common prefix of a batch's prompts. None: rows share nothing.
+    shared: "KVCache | None" = None
 
     @classmethod
     def empty(cls, config: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> "KVCache":
@@ -118,10 +123,15 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     return weight.astype(x.dtype) * normed.astype(x.dtype)
 
 
-def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:
+def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array,
+                      shared: tuple[jax.Array, jax.Array, jax.Array] | None = None) -> jax.Array:
     """Grouped-query attention without materialising repeated KV heads.
 
     q [B, T, H, Dh]; k, v [B, K, S, Dh] with H = K * G; allowed [B, T, S] bool.
+    shared: None or (keys, values [K, P, Dh], allowed [P] bool), a prefix that every query
+    attends to, stored once for the batch: its scores are one matmul over all B * G * T queries,
+    so its keys and values are read once per call instead of once per row (decode reads the
+    whole cache every step). The softmax runs over the shared and the row slots together.
     Returns [B, T, H, Dh] in q's dtype; scores and softmax in float32.
     """
     b, t, h, dh = q.shape
@@ -134,8 +144,18 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Arr
     scores = jnp.einsum("bkqd,bksd->bkqs", q, k, preferred_element_type=jnp.float32)
     scores = scores.reshape(b, kv_heads, groups, t, s) * (dh ** -0.5)
     scores = jnp.where(allowed[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kv_heads, groups * t, s)
-    out = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv_heads, groups, t, dh)
+    if shared is not None:
+        shared_k, shared_v, shared_allowed = shared
+        p = shared_k.shape[1]
+        prefix = jnp.einsum("bkqd,ksd->bkqs", q, shared_k.astype(q.dtype), preferred_element_type=jnp.float32)
+        prefix = jnp.where(shared_allowed, prefix.reshape(b, kv_heads, groups, t, p) * (dh ** -0.5), _MASK_VALUE)
+        scores = jnp.concatenate([prefix, scores], axis=-1)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs[..., -s:].reshape(b, kv_heads, groups * t, s), v)
+    if shared is not None:
+        out = out + jnp.einsum("bkqs,ksd->bkqd", probs[..., :p].reshape(b, kv_heads, groups * t, p),
+                               shared_v.astype(v.dtype))
+    out = out.reshape(b, kv_heads, groups, t, dh)
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
 
 
@@ -158,6 +178,20 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax
 
 
 ATTENTION = {"grouped": grouped_attention, "dot_product": dot_product_attention}
+
+
+def attend(impl: str, q, k, v, allowed, shared=None):
+    """`ATTENTION[impl]` with an optional shared prefix (see `grouped_attention`). A kernel without
+    shared-prefix support gets the prefix broadcast to every row in front of the row's slots."""
+    if shared is None:
+        return ATTENTION[impl](q, k, v, allowed)
+    if impl == "grouped":
+        return ATTENTION[impl](q, k, v, allowed, shared)
+    shared_k, shared_v, shared_allowed = shared
+    b, t = q.shape[:2]
+    wide = lambda x, own: jnp.concatenate([jnp.broadcast_to(x.astype(own.dtype), (b, *x.shape)), own], axis=2)
+    allowed = jnp.concatenate([jnp.broadcast_to(shared_allowed, (b, t, shared_allowed.shape[0])), allowed], -1)
+    return ATTENTION[impl](q, wide(shared_k, k), wide(shared_v, v), allowed)
 
 
 class RMSNorm(nnx.Module):
@@ -246,23 +280,26 @@ class DecoderLayer(nnx.Module):
                                       rngs=rngs)
         self.mlp = MLP(config, **kw)
 
-    def __call__(self, x, cos, sin, allowed, cache_kv, cache_index, attention_impl: str = "grouped"):
-        """x [B, T, D]; cache_kv None or (k, v) [B, K, S, Dh]. Returns (x, (k, v)), k/v [B, K, S, Dh]."""
+    def __call__(self, x, cos, sin, allowed, cache_kv, cache_index, attention_impl: str = "grouped", shared=None):
+        """x [B, T, D]; cache_kv None or (k, v) [B, K, S, Dh]; shared None or this layer's shared prefix
+        (keys, values [K, P, Dh], allowed [P]). Returns (x, (k, v)), k/v [B, K, S, Dh]."""
         q, k, v = self.attn.project_qkv(self.input_norm(x))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, Dh]
         if cache_kv is not None:
             k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k.astype(cache_kv[0].dtype), cache_index, 2)
             v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v.astype(cache_kv[1].dtype), cache_index, 2)
-        attn = ATTENTION[attention_impl](q, k.astype(q.dtype), v.astype(q.dtype), allowed)
+        attn = attend(attention_impl, q, k.astype(q.dtype), v.astype(q.dtype), allowed, shared)
         x = x + self.attn.project_out(attn)
         x = x + self.mlp(self.post_attn_norm(x))
         return x, (k, v)
 
 
-def run_layers(layers, config: ModelConfig, x, cos, sin, allowed, cache_kv, index):
+def run_layers(layers, config: ModelConfig, x, cos, sin, allowed, cache_kv, index, shared_kv=None):
     """The decoder stack. x [B, T, D]; cache_kv None or (keys, values), per-layer tuples of
-    [B, K, S, Dh]. Returns (x, keys, values) with the per-layer (updated) keys and values.
+    [B, K, S, Dh]; shared_kv None or (keys, values, allowed): per-layer tuples of a shared prefix's
+    [K, P, Dh] and its [P] bool mask (see `grouped_attention`). Returns (x, keys, values) with the
+    per-layer (updated) keys and values.
 
     `config.remat` wraps every layer in `jax.checkpoint` (policy "full": keep only the layer's
     input; "dots_saveable": keep matmul outputs). `config.scan_layers` runs one `lax.scan` over
@@ -275,10 +312,14 @@ def run_layers(layers, config: ModelConfig, x, cos, sin, allowed, cache_kv, inde
     impl = config.attention_impl
     with_cache = cache_kv is not None
     per_layer_kv = [(cache_kv[0][i], cache_kv[1][i]) if with_cache else None for i in range(len(layers))]
+    shared_allowed = None if shared_kv is None else shared_kv[2]
+    per_layer_shared = [None if shared_kv is None else (shared_kv[0][i], shared_kv[1][i])
+                        for i in range(len(layers))]
+    with_allowed = lambda skv: None if skv is None else (*skv, shared_allowed)
     if config.remat == "none" and not config.scan_layers:
         outs = []
-        for layer, kv in zip(layers, per_layer_kv):
-            x, kv_out = layer(x, cos, sin, allowed, kv, index, attention_impl=impl)
+        for layer, kv, skv in zip(layers, per_layer_kv, per_layer_shared):
+            x, kv_out = layer(x, cos, sin, allowed, kv, index, attention_impl=impl, shared=with_allowed(skv))
             outs.append(kv_out)
         return x, tuple(k for k, _ in outs), tuple(v for _, v in outs)
 
@@ -289,8 +330,9 @@ def run_layers(layers, config: ModelConfig, x, cos, sin, allowed, cache_kv, inde
                          "layers or none); set scan_layers=False for this model")
 
     def layer_step(graphdef):
-        def run(state, x, kv):  # pure in (state, x, kv): what jax.checkpoint and lax.scan need
-            return nnx.merge(graphdef, state)(x, cos, sin, allowed, kv, index, attention_impl=impl)
+        def run(state, x, kv, skv):  # pure in (state, x, kv, skv): what jax.checkpoint and lax.scan need
+            return nnx.merge(graphdef, state)(x, cos, sin, allowed, kv, index, attention_impl=impl,
+                                              shared=with_allowed(skv))
         if config.remat == "none":
             return run
         policy = None if config.remat == "full" else jax.checkpoint_policies.dots_saveable
@@ -298,8 +340,8 @@ def run_layers(layers, config: ModelConfig, x, cos, sin, allowed, cache_kv, inde
 
     if not config.scan_layers:
         outs = []
-        for (layer_def, state), kv in zip(splits, per_layer_kv):
-            x, kv_out = layer_step(layer_def)(state, x, kv)
+        for (layer_def, state), kv, skv in zip(splits, per_layer_kv, per_layer_shared):
+            x, kv_out = layer_step(layer_def)(state, x, kv, skv)
             outs.append(kv_out)
         return x, tuple(k for k, _ in outs), tuple(v for _, v in outs)
 
@@ -307,12 +349,13 @@ def run_layers(layers, config: ModelConfig, x, cos, sin, allowed, cache_kv, inde
     body_fn = layer_step(graphdef)
 
     def body(x, xs):
-        state, kv = xs
-        x, kv_out = body_fn(state, x, kv)
+        state, kv, skv = xs
+        x, kv_out = body_fn(state, x, kv, skv)
         return x, (kv_out if with_cache else None)
 
     stacked_kv = (jnp.stack(cache_kv[0]), jnp.stack(cache_kv[1])) if with_cache else None  # [L, B, K, S, Dh]
-    x, kv_out = jax.lax.scan(body, x, (stacked, stacked_kv))
+    stacked_shared = None if shared_kv is None else (jnp.stack(shared_kv[0]), jnp.stack(shared_kv[1]))
+    x, kv_out = jax.lax.scan(body, x, (stacked, stacked_kv, stacked_shared))
     if not with_cache:
         return x, (), ()
     return x, tuple(kv_out[0]), tuple(kv_out[1])
@@ -364,6 +407,8 @@ class LlamaForCausalLM(nnx.Module):
             index = cache.index
             key_mask = jax.lax.dynamic_update_slice_in_dim(cache.mask, mask, index, 1)
             positions = jax.lax.dynamic_slice_in_dim(positions_from_mask(key_mask), index, t, 1)
+            if cache.shared is not None:  # the rows' tokens come after the shared prefix's
+                positions = positions + jnp.sum(cache.shared.mask[0].astype(jnp.int32))
             query_slots = index + jnp.arange(t)
             key_slots = jnp.arange(cache.length)
         allowed = key_mask[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])  # [B,T,S]
@@ -372,7 +417,11 @@ class LlamaForCausalLM(nnx.Module):
 
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
         cache_kv = None if cache is None else (cache.keys, cache.values)
-        x, new_keys, new_values = run_layers(self.layers, self.config, x, cos, sin, allowed, cache_kv, index)
+        shared = None if cache is None else cache.shared
+        shared_kv = None if shared is None else (tuple(k[0] for k in shared.keys), tuple(v[0] for v in shared.values),
+                                                 shared.mask[0])
+        x, new_keys, new_values = run_layers(self.layers, self.config, x, cos, sin, allowed, cache_kv, index,
+                                             shared_kv)
         hidden = self.norm(x)
         if cache is None:
             return hidden, None

@@ -32,6 +32,15 @@ bucketed) left-padded, so every row writes its suffix at the same slots
 change neither positions (the cumulative sum of the mask) nor attention, so
 the result equals a prefill of the whole prompt (to float rounding).
 
+Shared prefix: the rows of one call often start with the same tokens (the
+system prompt and worked example of lockstep episodes, the prompt of n
+samples, a beam's parent). That common prefix is prefilled once at batch 1
+(on top of its cached blocks) and held once as the cache's `shared` part,
+which every row attends to before its own slots (`models.llama.KVCache`):
+the prefill computes it once instead of once per row, and every decode step
+reads its keys and values once for all rows (decode streams the whole cache
+each step, so at agent context lengths this is most of the KV traffic).
+
 The sampler keeps a reference to the model and splits it (`nnx.split`, a few
 ms) at the start of every call, so samples always use the model's current
 weights, in-place updates (an optimizer step, `nnx.update`) included.
@@ -60,6 +69,7 @@ Prompt = str | Sequence[dict[str, str]]
 
 MIN_PROMPT_BUCKET = 16
 STOP_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
+MIN_SHARED_PREFIX = 16  # a batch's common prefix shorter than this is not split off (see _shared_length)
 
 
 @flax.struct.dataclass
@@ -75,33 +85,44 @@ class DecodeState:
     keys: jax.Array  # [R] PRNG keys, one per row (prompt x sample), folded with the step each token
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "n", "cache_len"))
-def _prefill(graphdef, params, ids, mask, *, n: int, cache_len: int):
-    """ids/mask [B, P] left-padded -> (logits [B*n, V], cache [B*n, cache_len])."""
+@functools.partial(jax.jit, static_argnames=("graphdef", "n", "cache_len", "with_logits"))
+def _prefill(graphdef, params, shared, ids, mask, *, n: int, cache_len: int, with_logits: bool = True):
+    """ids/mask [B, P] left-padded (after `shared`, a batch-1 KVCache or None) ->
+    (logits [B*n, V] or None, cache [B*n, cache_len] holding `shared`)."""
     model: LlamaForCausalLM = nnx.merge(graphdef, params)
-    cache = KVCache.empty(model.config, ids.shape[0], ids.shape[1], model.dtype)
+    cache = KVCache.empty(model.config, ids.shape[0], ids.shape[1], model.dtype).replace(shared=shared)
     hidden, cache = model.backbone(ids, mask, cache)
-    logits = model.logits(hidden[:, -1])  # left padding: the last slot is the last real token
-    return jnp.repeat(logits, n, axis=0), cache.pad_to(cache_len).repeat(n)
+    # left padding: the last slot is the last real token
+    logits = jnp.repeat(model.logits(hidden[:, -1]), n, axis=0) if with_logits else None
+    return logits, cache.pad_to(cache_len).repeat(n)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "n", "cache_len"))
-def _prefill_cached(graphdef, params, prefix_keys, prefix_values, prefix_mask, ids, mask, *, n: int,
-                    cache_len: int):
+@functools.partial(jax.jit, static_argnames=("graphdef", "n", "cache_len", "with_logits"))
+def _prefill_cached(graphdef, params, shared, prefix_keys, prefix_values, prefix_mask, ids, mask, *, n: int,
+                    cache_len: int, with_logits: bool = True):
     """Prefill of prompt suffixes on top of cached prefixes (layout in the module docstring).
 
-    prefix_keys/values: per layer [B, K, Pp, Dh]; prefix_mask [B, Pp] right-aligned; ids/mask [B, Ts]
-    left-padded suffixes, written at slots [Pp, Pp + Ts). -> (logits [B*n, V], cache [B*n, cache_len]).
+    shared: a batch-1 KVCache every row comes after, or None; prefix_keys/values: per layer
+    [B, K, Pp, Dh]; prefix_mask [B, Pp] right-aligned; ids/mask [B, Ts] left-padded suffixes, written
+    at slots [Pp, Pp + Ts). -> (logits [B*n, V] or None, cache [B*n, cache_len]).
     """
     model: LlamaForCausalLM = nnx.merge(graphdef, params)
     pp = prefix_mask.shape[1]
     pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, cache_len - pp), (0, 0)))
     cache = KVCache(keys=tuple(map(pad, prefix_keys)), values=tuple(map(pad, prefix_values)),
                     mask=jnp.pad(prefix_mask.astype(bool), ((0, 0), (0, cache_len - pp))),
-                    index=jnp.asarray(pp, jnp.int32))
+                    index=jnp.asarray(pp, jnp.int32), shared=shared)
     hidden, cache = model.backbone(ids, mask, cache)
-    logits = model.logits(hidden[:, -1])  # left padding: the last slot is the last real token
-    return jnp.repeat(logits, n, axis=0), cache.repeat(n)
+    logits = jnp.repeat(model.logits(hidden[:, -1]), n, axis=0) if with_logits else None
+    return logits, cache.repeat(n)
+
+
+@jax.jit
+def _cache_of_blocks(prefix_keys, prefix_values, prefix_mask):
+    """A batch-1 KVCache holding gathered blocks (per layer [1, K, P, Dh], mask [1, P]): a shared
+    prefix that is wholly cached."""
+    return KVCache(keys=tuple(prefix_keys), values=tuple(prefix_values), mask=prefix_mask.astype(bool),
+                   index=jnp.asarray(prefix_mask.shape[1], jnp.int32))
 
 
 # The state is donated: the KV cache is by far the largest buffer and each chunk
@@ -144,6 +165,7 @@ def prompt_hash(ids: Sequence[int]) -> int:
 def compile_counts() -> dict[str, int]:
     """How many programs the prefill, decode and prefix-cache jits hold (one per distinct shape bucket)."""
     return {"prefill": _prefill._cache_size(), "prefill_cached": _prefill_cached._cache_size(),
+            "shared_blocks": _cache_of_blocks._cache_size(),
             "decode": _decode._cache_size(), **_pc.compile_counts()}
 
 
@@ -166,9 +188,23 @@ class SamplerStats:
     generated_tokens: int = 0  # tokens of the returned completions (sum of len(token_ids)), EOS included
     discarded_tokens: int = 0  # tokens decoded past a stop (the rest of a decode chunk) and dropped
     prefilled_tokens: int = 0  # prompt tokens run through a prefill (with the prefix cache: uncached suffixes)
-    cache_hit_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    cache_hit_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (per row)
+    # prompt tokens of a batch's common prefix that another row's prefill computed (prefilled once):
+    # prefilled + cache_hit + shared = prompt tokens
+    shared_tokens: int = 0
     cache_evictions: int = 0  # prefix-cache blocks evicted to make room
     cache_bytes: int = 0  # bytes of KV the prefix cache holds now
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefillLayout:
+    """Where a batch's prefill put each prompt's tokens (what the prefix cache's insert needs)."""
+
+    first_slots: list[int]  # per prompt: slot of its first token after the shared prefix and its cached blocks
+    row_cached: list[int]  # per prompt: tokens after the shared prefix that came from the prefix cache
+    shared_len: int  # tokens of the common prefix held once in `KVCache.shared` (0: none)
+    shared_cached: int  # of those, tokens that came from the prefix cache
+    shared_first_slot: int  # slot of `KVCache.shared` holding its first computed token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,60 +313,115 @@ class Sampler:
     def _generate_batch(self, graphdef, params, batch, streams, max_new_tokens, strategy, temperature, top_p,
                         n, stop, key):
         hits = [self.cache.lookup(p) for p in batch] if self.cache is not None else [[] for _ in batch]
-        results, cache, first_slots = self._decode_batch(graphdef, params, batch, hits, streams, max_new_tokens,
-                                                         strategy, temperature, top_p, n, stop, key)
+        results, cache, layout = self._decode_batch(graphdef, params, batch, hits, streams, max_new_tokens,
+                                                    strategy, temperature, top_p, n, stop, key)
         if self.cache is not None:
+            if layout.shared_len > layout.shared_cached:  # the common prefix's new blocks, stored once
+                self.cache.insert(cache.shared.keys, cache.shared.values,
+                                  [(0, batch[0][:layout.shared_len], layout.shared_cached, layout.shared_first_slot)])
             # every sample's prompt + kept completion: the next turn's context extends one of them
-            rows = [(r * n + j, [*batch[r], *results[r][j].token_ids], len(hits[r]) * self.cache.block,
-                     first_slots[r]) for r in range(len(batch)) for j in range(n)]
+            rows = [(r * n + j, [*batch[r], *results[r][j].token_ids], layout.shared_len + layout.row_cached[r],
+                     layout.first_slots[r]) for r in range(len(batch)) for j in range(n)]
             self.cache.insert(cache.keys, cache.values, rows)
             self.stats.cache_evictions = self.cache.stats.evictions
             self.stats.cache_bytes = self.cache.bytes_held
         return results
 
-    def _prefill_batch(self, graphdef, params, batch, hits, n, out_len):
-        """Logits [R, V] and KV cache of a batch, and the slot of each row's first uncached token.
+    def _shared_length(self, batch, n) -> int:
+        """Tokens of the batch's common prefix to prefill once and hold once (`KVCache.shared`): the
+        longest common prefix, leaving every row at least one token (its logits start the decode),
+        cut to whole cache blocks; 0 when fewer than MIN_SHARED_PREFIX or only one row decodes."""
+        if len(batch) * n < 2:
+            return 0
+        limit = min(len(p) for p in batch) - 1
+        first = np.asarray(batch[0][:limit])
+        for p in batch[1:]:
+            differ = np.flatnonzero(np.asarray(p[:limit]) != first[:limit])
+            if differ.size:
+                limit = int(differ[0])
+        align = self.cache.block if self.cache is not None else 1
+        shared = limit // align * align
+        return shared if shared >= MIN_SHARED_PREFIX else 0
 
-        Rows with cached prefixes (`hits`, lists of blocks) prefill only their suffix (layout in
-        the module docstring); without any hit it is the plain left-padded prefill.
+    def _prefill_batch(self, graphdef, params, batch, hits, n, out_len):
+        """Logits [R, V] and KV cache of a batch, and a `PrefillLayout` (where each row's tokens went).
+
+        The batch's common prefix (`_shared_length`) is prefilled once, at batch 1, on top of its
+        cached blocks, and becomes the cache's `shared` prefix; then every row prefills the rest of
+        its prompt after it, on top of the row's own cached blocks (see `_prefill_rows`).
         """
-        rows_b = next_power_of_two(len(batch))
+        block = self.cache.block if self.cache is not None else 1
+        shared_len = self._shared_length(batch, n)
+        shared, shared_cached, shared_first = None, 0, 0
+        if shared_len:
+            shared_hits = hits[0][:shared_len // block] if self.cache is not None else []
+            shared_cached = len(shared_hits) * block
+            if shared_cached == shared_len:
+                table, prefix_mask = self._prefix_table([shared_hits], 1)
+                shared = _cache_of_blocks(*self.cache.gather(table), jnp.asarray(prefix_mask))
+            else:
+                _, shared, firsts = self._prefill_rows(graphdef, params, [batch[0][:shared_len]], [shared_hits],
+                                                       None, 1, 0, with_logits=False)
+                shared_first = firsts[0]
+            self.stats.cache_hit_tokens += shared_cached * (len(batch) - (shared_cached < shared_len))
+            self.stats.shared_tokens += (shared_len - shared_cached) * (len(batch) - 1)
+        row_hits = [h[shared_len // block:] for h in hits]
+        logits, cache, firsts = self._prefill_rows(graphdef, params, [p[shared_len:] for p in batch], row_hits,
+                                                   shared, n, out_len)
+        layout = PrefillLayout(first_slots=firsts, row_cached=[len(h) * block for h in row_hits],
+                               shared_len=shared_len, shared_cached=shared_cached, shared_first_slot=shared_first)
+        return logits, cache, layout
+
+    def _prefix_table(self, hits, rows_b):
+        """Page table [rows_b, nb] (0: the scratch page) and right-aligned mask [rows_b, nb * block] of
+        rows' cached blocks, nb bucketed."""
+        block = self.cache.block
+        prefix_len = -(-bucket_length(max(len(h) for h in hits) * block, block) // block) * block
+        table = np.zeros((rows_b, prefix_len // block), np.int32)
+        prefix_mask = np.zeros((rows_b, prefix_len), np.int32)
+        for r, h in enumerate(hits):
+            if h:
+                table[r, len(table[r]) - len(h):] = [node.page for node in h]
+                prefix_mask[r, prefix_len - len(h) * block:] = 1
+        return table, prefix_mask
+
+    def _prefill_rows(self, graphdef, params, seqs, hits, shared, n, out_len, with_logits=True):
+        """Prefill of token sequences after `shared` (None or a batch-1 KVCache), each on top of its
+        cached blocks (`hits`, lists of blocks; layout in the module docstring). Returns (logits [R, V]
+        or None, cache, the slot of each sequence's first uncached token)."""
+        rows_b = next_power_of_two(len(seqs))
         block = self.cache.block if self.cache is not None else 1
         cached = [len(h) * block for h in hits]
-        suffixes = [len(p) - c for p, c in zip(batch, cached)]
+        suffixes = [len(p) - c for p, c in zip(seqs, cached)]
         suffix_len = bucket_length(max(suffixes), MIN_PROMPT_BUCKET)
         ids = np.full((rows_b, suffix_len), self.pad_id, np.int32)
         mask = np.zeros((rows_b, suffix_len), np.int32)
-        for r, (p, c) in enumerate(zip(batch, cached)):
+        for r, (p, c) in enumerate(zip(seqs, cached)):
             ids[r, suffix_len - len(p) + c:] = p[c:]
             mask[r, suffix_len - len(p) + c:] = 1
         self.stats.prefilled_tokens += sum(suffixes)
         self.stats.cache_hit_tokens += sum(cached)
         if not any(cached):
-            logits, cache = _prefill(graphdef, params, jnp.asarray(ids), jnp.asarray(mask), n=n,
-                                     cache_len=suffix_len + out_len)
+            logits, cache = _prefill(graphdef, params, shared, jnp.asarray(ids), jnp.asarray(mask), n=n,
+                                     cache_len=suffix_len + out_len, with_logits=with_logits)
             return logits, cache, [suffix_len - s for s in suffixes]
-        prefix_len = -(-bucket_length(max(cached), block) // block) * block
-        table = np.zeros((rows_b, prefix_len // block), np.int32)  # page 0: the scratch page, masked
-        prefix_mask = np.zeros((rows_b, prefix_len), np.int32)
-        for r, (h, c) in enumerate(zip(hits, cached)):
-            if h:
-                table[r, len(table[r]) - len(h):] = [node.page for node in h]
-                prefix_mask[r, prefix_len - c:] = 1
+        table, prefix_mask = self._prefix_table(hits, rows_b)
+        prefix_len = prefix_mask.shape[1]
         prefix_keys, prefix_values = self.cache.gather(table)
         # Total slots bucketed too, so the decode programs are shared with the plain path's lengths.
         cache_len = bucket_length(prefix_len + suffix_len, MIN_PROMPT_BUCKET) + out_len
-        logits, cache = _prefill_cached(graphdef, params, prefix_keys, prefix_values, jnp.asarray(prefix_mask),
-                                        jnp.asarray(ids), jnp.asarray(mask), n=n, cache_len=cache_len)
+        logits, cache = _prefill_cached(graphdef, params, shared, prefix_keys, prefix_values,
+                                        jnp.asarray(prefix_mask), jnp.asarray(ids), jnp.asarray(mask), n=n,
+                                        cache_len=cache_len, with_logits=with_logits)
         return logits, cache, [prefix_len + suffix_len - s for s in suffixes]
 
     def _decode_batch(self, graphdef, params, batch, hits, streams, max_new_tokens, strategy, temperature, top_p,
                       n, stop, key):
-        """(completions per prompt, the final KV cache, each prompt's first uncached slot)."""
+        """(completions per prompt, the final KV cache, the prefill's `PrefillLayout`)."""
         real = len(batch)
         rows_b = next_power_of_two(real)
         out_len = next_power_of_two(max_new_tokens, 8)
-        logits, cache, first_slots = self._prefill_batch(graphdef, params, batch, hits, n, out_len)
+        logits, cache, layout = self._prefill_batch(graphdef, params, batch, hits, n, out_len)
         self.stats.prefill_calls += 1
         self.stats.prefill_rows += real
         rows = rows_b * n
@@ -378,7 +469,7 @@ class Sampler:
                 row.append(completion)
             results.append(row)
         self.stats.decode_rows += real * n
-        return results, state.cache, first_slots
+        return results, state.cache, layout
 
     def _stops(self, text: str, stop: tuple[str, ...]) -> bool:
         return any(s in text for s in stop) or (self.stop_when is not None and self.stop_when(text))

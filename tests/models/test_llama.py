@@ -181,6 +181,38 @@ def test_cache_repeat_shares_a_prefill_between_samples(model):
     assert np.abs(_np(step)[:, 0] - np.repeat(full, 3, axis=0)).max() <= 1e-5
 
 
+@pytest.mark.parametrize("impl,scan", [("grouped", False), ("dot_product", False), ("grouped", True)])
+def test_a_shared_prefix_held_once_gives_every_row_its_whole_sequence_logits(impl, scan):
+    """Rows that start with the same tokens: the prefix prefilled once at batch 1 (with a masked gap
+    after it) and held as `KVCache.shared`, each row's own tokens (left-padded) prefilled and then
+    decoded after it. Logits equal each whole row's forward, with either kernel and under scan."""
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, attention_impl=impl, scan_layers=scan)
+    m = random_model(cfg, seed=3)
+    ids = np.array(_ids(3, 26, seed=8))
+    ids[:, :11] = ids[0, :11]  # 11 shared tokens, then 15 of each row's own
+    mask = np.ones_like(ids)
+    mask[1, 11:14] = 0  # row 1 has 12 own tokens (left padding inside its own region)
+    full = _np(forward(m, jnp.asarray(ids), jnp.asarray(mask)))
+    pre_ids = np.full((1, 16), PAD, np.int32)
+    pre_ids[0, :11] = ids[0, :11]
+    pre_mask = (np.arange(16) < 11).astype(np.int32)[None]  # right padding: a gap before the rows
+    _, shared = forward_cached(m, jnp.asarray(pre_ids), jnp.asarray(pre_mask), KVCache.empty(cfg, 1, 16))
+    cache = KVCache.empty(cfg, 3, 20).replace(shared=shared)
+    logits, cache = forward_cached(m, jnp.asarray(ids[:, 11:20]), jnp.asarray(mask[:, 11:20]), cache)
+    steps = [_np(logits)]
+    for t in range(20, 26):
+        logits, cache = forward_cached(m, jnp.asarray(ids[:, t:t + 1]), jnp.asarray(mask[:, t:t + 1]), cache)
+        steps.append(_np(logits))
+    got = np.concatenate(steps, axis=1)
+    real = mask[:, 11:].astype(bool)
+    assert np.abs(got - full[:, 11:])[real].max() <= 1e-5
+    assert cache.shared.keys[0].shape == (1, cfg.num_kv_heads, 16, cfg.head_dim)  # held once
+    rep = cache.repeat(2)
+    assert rep.mask.shape == (6, 20) and rep.shared.keys[0].shape[0] == 1  # samples repeat rows, not the prefix
+
+
 # ---------------------------------------------------------------- dtypes, init, metadata
 
 

@@ -149,6 +149,42 @@ def test_mixed_hit_lengths_in_one_left_padded_batch(model):
     assert cached.stats.prefilled_tokens - before.prefilled_tokens == sum(map(len, prompts)) - 112
 
 
+def _alone(sampler, prompts, conts):
+    """Per-prompt logits of each prompt prefilled and decoded on its own (no shared prefix, no cache)."""
+    return [forced_logits(sampler, [p], [c])[0] for p, c in zip(prompts, conts)]
+
+
+@pytest.mark.parametrize("with_cache", [False, True])
+def test_a_batch_common_prefix_is_prefilled_once_and_stays_exact(model, with_cache):
+    """Lockstep episodes: every context starts with the same system prompt and example. The common
+    prefix is prefilled once (at batch 1) and held once; each row's logits and greedy tokens are
+    those of the row alone, over two turns (the second one's prefix comes from the cache)."""
+    rng = np.random.default_rng(11)
+    system = _tokens(rng, 75)
+    contexts = [system + _tokens(rng, k) for k in (12, 30, 7)]
+    sampler = Sampler(model, IdTokenizer(), prefix_cache=with_cache)
+    alone = Sampler(model, IdTokenizer(), max_batch=1)
+    for turn in range(2):
+        before = dataclasses.replace(sampler.stats)
+        want = alone.generate_ids(contexts, max_new_tokens=10)
+        got = sampler.generate_ids(contexts, max_new_tokens=10)
+        conts = [list(r[0].token_ids) for r in want]
+        assert [r[0].token_ids for r in got] == [tuple(c) for c in conts]
+        for a, b in zip(forced_logits(sampler, contexts, conts), _alone(alone, contexts, conts)):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+        prefilled = sampler.stats.prefilled_tokens - before.prefilled_tokens
+        hits = sampler.stats.cache_hit_tokens - before.cache_hit_tokens
+        shared = sampler.stats.shared_tokens - before.shared_tokens
+        assert prefilled + hits + shared == sum(map(len, contexts))
+        shared_len = 64 if with_cache else 75  # whole cache blocks with the cache
+        if turn == 0 or not with_cache:
+            assert shared == 2 * shared_len and prefilled == sum(map(len, contexts)) - 2 * shared_len
+        else:  # the prefix and each row's own earlier blocks came from the cache
+            assert shared == 0 and hits >= 3 * shared_len and prefilled <= sum(len(c) + 5 + 16 for c in conts)
+        contexts = [c + k + _tokens(rng, 5) for c, k in zip(contexts, conts)]
+    assert alone.stats.shared_tokens == 0
+
+
 def test_multi_turn_episode_and_completions_are_reused(model):
     """Each prompt extends the previous prompt with its completion and an observation: from turn 2 on
     the prefill computes little more than the new tokens."""
