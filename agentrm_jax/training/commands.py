@@ -55,7 +55,8 @@ def summary(result) -> str:
     evals = "".join(f", {k}={v:.4f}" for k, v in result.eval.items())
     if result.already_complete:
         return (f"the run in {result.out} was already complete at step {result.step} ({last}{evals}); nothing "
-                "to train (raise --steps to go on, or pass --overwrite to start over)")
+                "to train (raise --steps to go on; the LR schedule is then rebuilt for the new length, or pass "
+                "--overwrite to start over)")
     where = f"resumed from step {result.resumed_from}, " if result.resumed_from is not None else ""
     return f"{where}step {result.step} in {result.out} ({last}{evals})"
 

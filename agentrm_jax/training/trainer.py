@@ -23,6 +23,11 @@ state, step and data-iterator state; frozen base weights are reloaded from `conf
 checkpoint. A rerun with the same `out` resumes from the newest intact checkpoint (a damaged one is set
 aside as `<step>.corrupt`, and said so) and, on CPU, reproduces the losses of an uninterrupted run bit
 for bit; `out` must be new, empty or a run, and `overwrite=True` clears the run there and starts over.
+A resume with another run length (steps, or epochs over the data) rebuilds the warmup + cosine schedule
+for the new length and says so (stderr, notes, a metrics.jsonl row, the checkpoints' `lr_schedule`):
+the optimizer's step count continues, so the remaining steps take the new length's rates and the steps
+done keep theirs. Every checkpoint records a fingerprint of `config.model`'s weight files
+(`training.base_fingerprint`); a resume on other base weights is refused.
 The step has no random ops: the data order (seeded, its iterator state checkpointed) is the run's only
 randomness after initialisation.
 """
@@ -41,6 +46,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from agentrm_jax.training.base_fingerprint import base_fingerprint, describe, fingerprint_change
 from agentrm_jax.training.checkpoint import Checkpointer, CorruptCheckpointError
 from agentrm_jax.training.config import TrainConfig, flat_config
 from agentrm_jax.training.data import TrainBatches, load_examples
@@ -104,15 +110,40 @@ def _check_resumable(saved: dict, config: TrainConfig, directory: Path) -> None:
                              "or pass --overwrite to start that run over")
 
 
-def _restore_newest_intact(checkpointer: Checkpointer, target, config: TrainConfig, out: Path, note):
-    """(step, state, data_state) of the newest checkpoint that reads back whole, or None when there is
-    no checkpoint. Newer damaged ones are set aside (`<step>.corrupt`) and noted; when every checkpoint
-    is damaged nothing is moved and a ValueError says how to go on."""
+def _check_base(meta: dict, base: dict | None, config: TrainConfig, directory: Path, note) -> None:
+    """Refuses a resume whose base weights differ from the run's (`training.base_fingerprint`); a
+    checkpoint saved before fingerprints existed is resumed with a warning."""
+    saved = meta.get("base")
+    if base is None:
+        return
+    if saved is None:
+        note(f"{directory} was saved without a fingerprint of its base weights (an older run); resuming on "
+             f"{describe(base)} as given: make sure it is the backbone the run started on")
+        return
+    if (change := fingerprint_change(saved, base)) is not None:
+        raise ValueError(f"{directory} was trained on base weights {describe(saved)}, but TrainConfig.model "
+                         f"({config.model}) now gives {describe(base)} ({change}); resume on the same base "
+                         "weights, choose a new --out, or pass --overwrite to start that run over")
+
+
+def _lr_schedule(meta: dict) -> list[dict]:
+    """The schedule segments a checkpoint's steps were trained under: [{"from_step", "total_steps"}, ...];
+    a checkpoint from before segments were recorded had one, of its `total_steps`."""
+    return list(meta.get("lr_schedule") or [{"from_step": 0, "total_steps": meta.get("total_steps")}])
+
+
+def _restore_newest_intact(checkpointer: Checkpointer, target, config: TrainConfig, out: Path, note,
+                           base: dict | None = None):
+    """(step, state, data_state, meta) of the newest checkpoint that reads back whole, or None when there
+    is no checkpoint. Newer damaged ones are set aside (`<step>.corrupt`) and noted; when every checkpoint
+    is damaged nothing is moved and a ValueError says how to go on. A changed config (beyond
+    `_RESUMABLE_FIELDS`) or other base weights than `base` is a ValueError."""
     damaged: list[CorruptCheckpointError] = []
     for step in reversed(checkpointer.all_steps()):
         try:
             meta = checkpointer.read_meta(step)
             _check_resumable(meta.get("config", {}), config, out)
+            _check_base(meta, base, config, out, note)
             state, data_state, _ = checkpointer.restore(step, target)
         except CorruptCheckpointError as err:
             damaged.append(err)
@@ -121,13 +152,40 @@ def _restore_newest_intact(checkpointer: Checkpointer, target, config: TrainConf
             moved = checkpointer.set_aside(err.step)
             note(f"skipped damaged checkpoint step {err.step}: {err.damage}; moved it to {moved}; "
                  f"resuming from step {step}, the newest intact checkpoint")
-        return step, state, data_state
+        return step, state, data_state, meta
     if damaged:
         steps = "; ".join(f"step {err.step}: {err.damage}" for err in damaged)
         raise ValueError(f"no intact checkpoint in {checkpointer.directory} ({steps}); nothing was changed. "
                          "Restore the checkpoints from a backup, or rerun with --overwrite to start the run "
                          "over (it deletes them)")
     return None
+
+
+def _base_identity(config: TrainConfig, backbone) -> dict | None:
+    """The fingerprint of `config.model`'s weight files: what a resume must find again. A `backbone`
+    passed in memory stands for config.model (checkpoints and export reload the base from it); when
+    config.model then names no file there is nothing to fingerprint (None)."""
+    try:
+        path = resolve_model_path(config.model)
+    except FileNotFoundError:
+        if backbone is None:
+            raise
+        return None
+    return base_fingerprint(path)
+
+
+def _rebuilt_schedule(config: TrainConfig, before: int, after: int, done: int, note) -> dict:
+    """Says that the LR schedule is rebuilt for a new run length, and returns the metrics.jsonl row that
+    records it. The optimizer state's step count continues from `done`, so step done+1 on takes the rate
+    the new schedule gives it, as in a run started with `after` steps; steps 1..done keep what they had."""
+    old_next = learning_rate(config, before, done) if done < before else None
+    new_next = learning_rate(config, after, done)
+    was = f"{old_next:.3g} under the old one" if old_next is not None else "past the old one's end"
+    note(f"the run length changed from {before} to {after} steps: steps 1-{done} were trained under the "
+         f"warmup + cosine schedule of {before} steps; steps {done + 1}-{after} follow the schedule of {after} "
+         f"steps (lr at step {done + 1}: {new_next:.3g}, {was}), as a run started with {after} steps would")
+    return {"step": done, "lr_schedule_rebuilt": {"from_total_steps": before, "total_steps": after,
+                                                  "next_lr": new_next, "next_lr_before": old_next}}
 
 
 def _append_metrics(path: Path, row: dict) -> None:
@@ -188,6 +246,7 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
                      else [])
     total_steps = _total_steps(config, len(train_examples))
 
+    base = _base_identity(config, backbone)
     model, trainable_filter = build_model(config, backbone=backbone, mesh=mesh)  # weights straight to their shards
     step_fn = TrainStep(model, trainable_filter, config, mesh, total_steps)
     trainable = step_fn.initial_trainable
@@ -204,15 +263,21 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
     start, resumed_from = 0, None
     try:
         restored = _restore_newest_intact(checkpointer, {"params": trainable, "opt_state": opt_state}, config,
-                                          out, note)
+                                          out, note, base)
     except BaseException:
         checkpointer.close()
         raise
+    schedule = [{"from_step": 0, "total_steps": total_steps}]
+    schedule_row = None
     if restored is not None:
-        latest, state, data_state = restored
+        latest, state, data_state, meta = restored
         trainable, opt_state = state["params"], state["opt_state"]
         batches.set_state(data_state)
         start = resumed_from = latest
+        schedule = _lr_schedule(meta)
+        if schedule[-1]["total_steps"] not in (None, total_steps) and latest < total_steps:
+            schedule_row = _rebuilt_schedule(config, schedule[-1]["total_steps"], total_steps, latest, note)
+            schedule.append({"from_step": latest, "total_steps": total_steps})
         if jax.process_index() == 0:
             truncate_metrics(metrics_path, latest)
     if jax.process_index() == 0:
@@ -220,10 +285,13 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
             note(renamed)
         if restored is None:
             metrics_path.write_text("")
+        if schedule_row is not None and schedule_row not in read_metrics(metrics_path):
+            _append_metrics(metrics_path, schedule_row)
 
     def save(step: int):
         checkpointer.save(step, {"params": trainable, "opt_state": opt_state}, data_state=batches.get_state(),
-                          meta={"config": config.to_dict(), "step": step, "total_steps": total_steps})
+                          meta={"config": config.to_dict(), "step": step, "total_steps": total_steps,
+                                "lr_schedule": schedule, **({"base": base} if base is not None else {})})
 
     bar = None
     if progress and jax.process_index() == 0:
