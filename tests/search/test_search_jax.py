@@ -37,9 +37,14 @@ def test_beam_and_best_of_n_with_jax_policy_and_explicit_rm(policy_and_rm):
 
     def sampler_work(search):
         """(prompt rows prefilled, sequences decoded) by the policy's sampler during `search()`."""
-        before = dataclasses.replace(policy.sampler.stats)
+        before, prompted = dataclasses.replace(policy.sampler.stats), policy.stats.prompt_tokens
         result = search()
         after = policy.sampler.stats
+        c = result.costs  # the policy's prompt-token counters, as eval rows show them
+        assert c.prompt_tokens == policy.stats.prompt_tokens - prompted > 0
+        assert (c.prefilled_tokens, c.cache_hit_tokens) == (after.prefilled_tokens - before.prefilled_tokens,
+                                                            after.cache_hit_tokens - before.cache_hit_tokens)
+        assert c.prefilled_tokens + c.cache_hit_tokens + after.shared_tokens - before.shared_tokens == c.prompt_tokens
         return result, after.prefill_rows - before.prefill_rows, after.decode_rows - before.decode_rows
 
     beam, prefilled, decoded = sampler_work(lambda: beam_search(policy, rm, factory, cfg))
