@@ -53,3 +53,39 @@ def tiny_policy_dir(directory, tokenizer, seed: int = 0) -> Path:
 def write_demos(path, trajectories) -> Path:
     write_jsonl(path, trajectories)
     return Path(path)
+
+
+def sft_command(config) -> list[str]:
+    """`agentrm sft --config CONFIG --no-progress` in a child python."""
+    import sys
+
+    return [sys.executable, "-m", "agentrm_jax.cli", "sft", "--config", str(config), "--no-progress"]
+
+
+def logged_steps(metrics) -> list[int]:
+    """Steps of the complete lines of a metrics.jsonl that a running trainer is appending to."""
+    import json
+
+    metrics = Path(metrics)
+    if not metrics.exists():
+        return []
+    return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.endswith("}")]
+
+
+def kill_after_step(command, metrics, step: int, *, env, cwd, timeout: float = 300):
+    """Start `command`, SIGKILL it once `metrics` logs `step` (or later); returns (returncode, stderr,
+    steps logged at the kill)."""
+    import signal
+    import subprocess
+    import time
+
+    child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + timeout
+    while child.poll() is None and time.monotonic() < deadline:
+        if any(s >= step for s in logged_steps(metrics)):
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    stderr = child.communicate(timeout=60)[1]
+    return child.returncode, stderr, logged_steps(metrics)
