@@ -2,19 +2,21 @@
 
     PYTHONPATH=. python scripts/bench_train.py                      # 4 x 256, 5 timed steps per side
     PYTHONPATH=. python scripts/bench_train.py --steps 8 --skip-memory --json out.json
+    PYTHONPATH=. python scripts/bench_train.py --remat none,full --steps 3 --skip-memory   # remat off and on
 
 1. Speed, in one process so machine noise hits both sides alike. Both sides train the
    explicit RM (bundled SmolLM2-135M backbone + linear value head [1, hidden], value read at
    each row's last real token, MSE to a target), full fine-tuning, float32, on one fixed
    right-padded batch of rendered trajectories:
    - ours: `training.trainer.TrainStep` (`build_model` + `make_optimizer`) on a 1x1x1 mesh,
-     the jitted, donated step the trainer runs;
+     the jitted, donated step the trainer runs; with `--remat none,full` one such step per policy
+     (`compute.remat`), each with its own copy of the model, all timed in the same rotation;
    - torch: transformers' `LlamaModel` loaded from the same GGUF (`gguf_file=`, transformers'
      own dequantization) + `Linear(hidden, 1, bias=False)` holding our head's initial weight,
      `torch.optim.AdamW` (default implementation) with the same lr, betas, eps, decoupled weight
      decay on matrices only, and `clip_grad_norm_` to the same global norm.
    Constant learning rate (no warmup, min_lr_ratio 1). Steps alternate ours / torch (the order
-   flips every pair), each timed alone to the loss on the host after `--pause` idle seconds (torch's
+   rotates every round), each timed alone to the loss on the host after `--pause` idle seconds (torch's
    OpenMP workers spin-wait after a step and would otherwise take cores from ours); the first step of each side
    (ours: trace + compile) is reported apart. Losses of both sides are compared at every step:
    step 1 checks the forward is the same computation, later steps that the updates are.
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pause", type=float, default=1.0,
                    help="seconds of idle before each timed step, so the other side's spinning threads have stopped")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--remat", default="none",
+                   help="comma-separated compute.remat policies for our side (none, full, dots_saveable), each "
+                        "timed as its own side against the same torch step, e.g. none,full")
     p.add_argument("--skip-speed", action="store_true", help="memory part only")
     p.add_argument("--skip-memory", action="store_true", help="speed part only")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -68,14 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def train_config(args, *, batch_size: int, fsdp: int = 1):
+def train_config(args, *, batch_size: int, fsdp: int = 1, remat: str = "none"):
     from agentrm_jax.training.config import MeshShape, TrainConfig
 
     # `train` is never read here: the batch is built by hand. Constant lr: no warmup, no decay.
     return TrainConfig(model="bundled", kind="explicit", train="unused.jsonl", finetune="full",
                        batch_size=batch_size, max_length=args.length, steps=1000, lr=args.lr, warmup_steps=0,
                        min_lr_ratio=1.0, weight_decay=0.01, b1=0.9, b2=0.999, grad_clip=1.0,
-                       precision="float32", mesh=MeshShape(fsdp=fsdp), seed=args.seed)
+                       precision="float32", mesh=MeshShape(fsdp=fsdp), seed=args.seed, remat=remat)
 
 
 def make_batch(tokenizer, config, rows: int, length: int, seed: int) -> dict[str, np.ndarray]:
@@ -130,7 +135,12 @@ def speed(args) -> dict:
     print(f"batch {args.batch} x {args.length}: {real_tokens} real tokens (rows {row_lengths}), "
           f"XLA devices {jax.devices()}, torch threads {torch.get_num_threads()}", file=sys.stderr)
 
-    model, trainable_filter = build_model(config, backbone=load_model(path, dtype="float32"))
+    policies = [p.strip() for p in args.remat.split(",") if p.strip()]
+    models = {}
+    for policy in policies:  # one model per side: each step donates its own arrays
+        models[policy] = build_model(train_config(args, batch_size=args.batch, remat=policy),
+                                     backbone=load_model(path, dtype="float32"))
+    model = models[policies[0]][0]
     head_weight = np.array(model.head.weight[...], np.float32)  # [1, D], copied before donation
     flops = train_flops_per_token(model.backbone.config, args.length)
 
@@ -161,14 +171,25 @@ def speed(args) -> dict:
         return float(loss.detach())
 
     mesh = training_mesh(MeshShape(), devices=jax.devices()[:1])
-    step = TrainStep(model, trainable_filter, config, mesh, total_steps=config.steps)
-    state = [step.initial_trainable, step.init_opt_state(step.initial_trainable)]
-    batch = step.put_batch(host_batch)
-    del model  # its arrays may be the donated ones
+    steps, sides = {}, {}
 
-    def ours_step() -> float:
-        state[0], state[1], metrics = step.step(state[0], state[1], batch)
-        return float(metrics["loss"])
+    def ours(policy):
+        m, trainable_filter = models.pop(policy)
+        step = steps[policy] = TrainStep(m, trainable_filter, train_config(args, batch_size=args.batch, remat=policy),
+                                         mesh, total_steps=config.steps)
+        state = [step.initial_trainable, step.init_opt_state(step.initial_trainable)]
+        batch = step.put_batch(host_batch)
+
+        def ours_step() -> float:
+            state[0], state[1], metrics = step.step(state[0], state[1], batch)
+            return float(metrics["loss"])
+        return ours_step
+
+    names = {policy: "ours" if len(policies) == 1 else f"ours[remat={policy}]" for policy in policies}
+    for policy in policies:
+        sides[names[policy]] = ours(policy)
+    sides["torch"] = torch_step
+    del model  # its arrays may be the donated ones
 
     def timed(fn):
         time.sleep(args.pause)  # torch's OpenMP workers spin for a while after a step; let them sleep first
@@ -176,30 +197,37 @@ def speed(args) -> dict:
         loss = fn()
         return time.perf_counter() - t0, loss
 
-    first_ours, loss_ours = timed(ours_step)
-    first_torch, loss_torch = timed(torch_step)
-    losses = {"ours": [loss_ours], "torch": [loss_torch]}
-    times = {"ours": [], "torch": []}
-    sides = {"ours": ours_step, "torch": torch_step}
+    first, losses, times = {}, {}, {name: [] for name in sides}
+    for name, fn in sides.items():
+        first[name], loss = timed(fn)
+        losses[name] = [loss]
+    order = list(sides)
     for i in range(args.steps):
-        for name in (("ours", "torch") if i % 2 == 0 else ("torch", "ours")):
+        for name in order[i % len(order):] + order[:i % len(order)]:
             dt, loss = timed(sides[name])
             times[name].append(dt)
             losses[name].append(loss)
-        print(f"step {i + 2}: ours {times['ours'][-1]:.2f} s, torch {times['torch'][-1]:.2f} s", file=sys.stderr)
+        print(f"step {i + 2}: " + ", ".join(f"{name} {times[name][-1]:.2f} s" for name in order), file=sys.stderr)
 
     result_load.append(os.getloadavg()[0])
     med = {k: statistics.median(v) for k, v in times.items()}
-    rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses["ours"], losses["torch"])]
+    ours_names = [names[p] for p in policies]
+    rel = {name: [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses[name], losses["torch"])]
+           for name in ours_names}
+    lead = ours_names[0]
     result = {"batch": args.batch, "length": args.length, "real_tokens": real_tokens, "padded_tokens": padded_tokens,
-              "steps": args.steps, "threads": args.threads, "compiles": step.compile_count(),
-              "first_step_s": {"ours": first_ours, "torch": first_torch},
-              "compile_s_estimate": first_ours - med["ours"],
+              "steps": args.steps, "threads": args.threads, "remat": policies, "sides": order,
+              "compiles": {names[p]: steps[p].compile_count() for p in policies},
+              "first_step_s": first,
+              "compile_s_estimate": {name: first[name] - med[name] for name in ours_names},
               "step_s": times, "median_step_s": med,
               "tokens_per_s": {k: real_tokens / v for k, v in med.items()},
               "gflops_per_s_padded": {k: flops * padded_tokens / v / 1e9 for k, v in med.items()},
-              "ratio_ours_over_torch": med["torch"] / med["ours"],
-              "load_average_1min": result_load, "losses": losses, "loss_rel_diff_step1": rel[0], "loss_rel_diff_max": max(rel)}
+              "ratio_over_torch": {name: med["torch"] / med[name] for name in ours_names},
+              "ratio_ours_over_torch": med["torch"] / med[lead],
+              "load_average_1min": result_load, "losses": losses,
+              "loss_rel_diff_step1": rel[lead][0], "loss_rel_diff_max": max(rel[lead]),
+              "loss_rel_diff": {name: {"step1": r[0], "max": max(r)} for name, r in rel.items()}}
     return result
 
 
@@ -335,18 +363,21 @@ def main(argv: list[str] | None = None) -> dict:
     result = {}
     if not args.skip_speed:
         s = result["speed"] = speed(args)
+        cols = s["sides"]
+        width = max(12, *(len(c) + 2 for c in cols))
         print(f"\ntrain step, explicit RM, full fine-tuning, float32, batch {s['batch']} x {s['length']} "
               f"({s['real_tokens']} real tokens), median of {s['steps']} steps per side")
-        print(f"{'':28}{'ours':>12}{'torch':>12}")
-        print(f"{'first step, s':28}{s['first_step_s']['ours']:>12.2f}{s['first_step_s']['torch']:>12.2f}")
-        print(f"{'median step, s':28}{s['median_step_s']['ours']:>12.2f}{s['median_step_s']['torch']:>12.2f}")
-        print(f"{'tokens/s (real)':28}{s['tokens_per_s']['ours']:>12.1f}{s['tokens_per_s']['torch']:>12.1f}")
-        print(f"{'GFLOP/s (padded)':28}{s['gflops_per_s_padded']['ours']:>12.1f}"
-              f"{s['gflops_per_s_padded']['torch']:>12.1f}")
-        print(f"ratio ours/torch (tokens/s): {s['ratio_ours_over_torch']:.2f}x; compile ~{s['compile_s_estimate']:.1f} s; "
-              f"programs compiled: {s['compiles']}")
-        print(f"loss rel. difference: step 1 {s['loss_rel_diff_step1']:.1e}, max over {s['steps'] + 1} steps "
-              f"{s['loss_rel_diff_max']:.1e} (ours {s['losses']['ours'][0]:.6f} -> {s['losses']['ours'][-1]:.6f})")
+        print(f"{'':28}" + "".join(f"{c:>{width}}" for c in cols))
+        for label, key, fmt in (("first step, s", "first_step_s", ".2f"), ("median step, s", "median_step_s", ".2f"),
+                                ("tokens/s (real)", "tokens_per_s", ".1f"),
+                                ("GFLOP/s (padded)", "gflops_per_s_padded", ".1f")):
+            print(f"{label:28}" + "".join(f"{s[key][c]:>{width}{fmt}}" for c in cols))
+        for name, ratio in s["ratio_over_torch"].items():
+            diff = s["loss_rel_diff"][name]
+            print(f"{name}: {ratio:.2f}x torch (tokens/s); compile ~{s['compile_s_estimate'][name]:.1f} s; programs "
+                  f"compiled: {s['compiles'][name]}; loss rel. difference to torch: step 1 {diff['step1']:.1e}, max "
+                  f"over {s['steps'] + 1} steps {diff['max']:.1e} ({s['losses'][name][0]:.6f} -> "
+                  f"{s['losses'][name][-1]:.6f})")
         print(f"1-minute load average at start / end: {s['load_average_1min'][0]:.1f} / "
               f"{s['load_average_1min'][1]:.1f} (other processes share the cores)")
     if not args.skip_memory:
