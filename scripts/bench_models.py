@@ -12,7 +12,9 @@ What it measures, in one process so machine noise hits both sides alike:
      the max |logit difference| is printed as a sanity check;
   3. decode: tokens/s of greedy generation of `new_tokens` tokens for `batch` random
      prompts of `prompt_length` tokens, ours (`agentrm_jax.sampling`) vs transformers'
-     `generate`; EOS is disabled on both sides so both produce exactly `new_tokens` tokens.
+     `generate`; EOS is disabled on both sides so both produce exactly `new_tokens` tokens;
+  4. with --batch-sweep: our decode's aggregate tokens/s at several batch sizes (prompts that
+     share `--shared-prefix` tokens, as an agent's contexts do), to choose a policy's max_batch.
 
 Timings exclude the first (compiling / warming) call and report the best and the median
 of `repeats` calls. Ours is timed as a `jax.jit` of a pure function of the split NNX state
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-matmul", action="store_true")
     p.add_argument("--skip-forward", action="store_true")
     p.add_argument("--skip-decode", action="store_true")
+    p.add_argument("--batch-sweep", default=None, metavar="B,B,...",
+                   help="also time our decode at these batch sizes (aggregate tokens/s; ours only), e.g. 8,16,32,64")
+    p.add_argument("--shared-prefix", type=int, default=0,
+                   help="tokens every prompt of the sweep starts with (an agent's system prompt + example)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON to PATH")
     return p
 
@@ -276,6 +282,35 @@ def bench_decode(args, model, hf, torch) -> dict:
     return out
 
 
+def bench_batch_sweep(args, model) -> dict:
+    """Our decode's aggregate tokens/s against rows per call: each prompt is `--shared-prefix` common
+    tokens + `--prompt-length` of its own, `--new-tokens` generated (EOS off). Rows per decode step
+    cost little more than one row while the step streams the weights, so throughput grows with them."""
+    from agentrm_jax.sampling import Sampler
+
+    sizes = [int(b) for b in args.batch_sweep.split(",") if b.strip()]
+    rng = np.random.default_rng(args.seed + 2)
+    vocab = model.config.vocab_size
+    common = rng.integers(100, vocab, args.shared_prefix).tolist()
+    out = {"shared_prefix": args.shared_prefix, "prompt_length": args.prompt_length, "new_tokens": args.new_tokens,
+           "batches": {}}
+    for b in sizes:
+        prompts = [common + rng.integers(100, vocab, args.prompt_length).tolist() for _ in range(b)]
+        sampler = Sampler(model, _IdsOnlyTokenizer(), max_batch=b)
+        sampler.eos_ids = np.asarray([-1], np.int32)
+        call = lambda: sampler.generate_ids(prompts, max_new_tokens=args.new_tokens, temperature=0.0)
+        prefill = lambda: sampler.generate_ids(prompts, max_new_tokens=1, temperature=0.0)
+        t = _time(call, args.repeats)
+        p = _time(prefill, args.repeats)
+        step_ms = max(t["best_s"] - p["best_s"], 0.0) / max(args.new_tokens - 1, 1) * 1e3
+        row = {"tokens_per_s": b * args.new_tokens / t["best_s"], "call_s": t["best_s"], "prefill_s": p["best_s"],
+               "decode_step_ms": step_ms}
+        out["batches"][b] = row
+        _say(f"sweep batch {b:3d}: {row['tokens_per_s']:7.1f} tok/s aggregate, call {t['best_s']:.2f} s "
+             f"(prefill {p['best_s']:.2f} s), decode step {step_ms:.1f} ms")
+    return out
+
+
 # ---------------------------------------------------------------------------- entry points
 
 def run(args: argparse.Namespace) -> dict:
@@ -311,6 +346,10 @@ def run(args: argparse.Namespace) -> dict:
             result["forward"] = bench_forward(args, model, hf, torch, peak)
         if not args.skip_decode:
             result["decode"] = bench_decode(args, model, hf, torch)
+    if args.batch_sweep:
+        if "model" not in result:
+            model, _, result["model"] = build_models(args, None)
+        result["batch_sweep"] = bench_batch_sweep(args, model)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2, default=str)

@@ -359,11 +359,12 @@ class Sampler:
             if shared_cached == shared_len:
                 table, prefix_mask = self._prefix_table([shared_hits], 1)
                 shared = _cache_of_blocks(*self.cache.gather(table), jnp.asarray(prefix_mask))
-            else:
+                self.stats.cache_hit_tokens += shared_cached * len(batch)
+            else:  # counts the computed part as prefilled and the cached part as one row's hits
                 _, shared, firsts = self._prefill_rows(graphdef, params, [batch[0][:shared_len]], [shared_hits],
                                                        None, 1, 0, with_logits=False)
                 shared_first = firsts[0]
-            self.stats.cache_hit_tokens += shared_cached * (len(batch) - (shared_cached < shared_len))
+                self.stats.cache_hit_tokens += shared_cached * (len(batch) - 1)
             self.stats.shared_tokens += (shared_len - shared_cached) * (len(batch) - 1)
         row_hits = [h[shared_len // block:] for h in hits]
         logits, cache, firsts = self._prefill_rows(graphdef, params, [p[shared_len:] for p in batch], row_hits,
