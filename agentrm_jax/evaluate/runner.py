@@ -80,12 +80,14 @@ def plan_episodes(cfg: EvalConfig) -> list[Episode]:
 def lockstep_groups(cfg: EvalConfig, episodes: Sequence[Episode]) -> list[list[Episode]]:
     """`episodes` cut into the groups the runner plays together, in order: runs of consecutive greedy
     episodes of one env (a model or served policy: task policies belong to one task) of at most
-    `cfg.lockstep` each; every other episode alone."""
+    `cfg.lockstep` each; every other episode alone. With several workers a group holds at most
+    ceil(episodes / workers), so grouping never leaves a worker idle that one-at-a-time play would use."""
     groups: list[list[Episode]] = []
     shared_policy = cfg.policy not in TASK_POLICIES
+    size = cfg.lockstep if cfg.workers == 1 else max(1, min(cfg.lockstep, -(-len(episodes) // cfg.workers)))
     for ep in episodes:
         last = groups[-1] if groups else None
-        if (shared_policy and ep.method.name == "greedy" and last is not None and len(last) < cfg.lockstep
+        if (shared_policy and ep.method.name == "greedy" and last is not None and len(last) < size
                 and last[0].method.name == "greedy" and last[0].env == ep.env):
             last.append(ep)
         else:

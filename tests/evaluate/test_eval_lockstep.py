@@ -120,6 +120,14 @@ def test_groups_hold_greedy_episodes_of_one_env_and_a_shared_policy(tmp_path):
     assert all(len(g) == 1 for g in lockstep_groups(expert, plan_episodes(expert)))
 
 
+def test_groups_leave_no_worker_idle(tmp_path):
+    cfg = _config(tmp_path / "x.jsonl", seeds=16, lockstep=16, workers=4)
+    groups = lockstep_groups(cfg, plan_episodes(cfg))
+    assert [len(g) for g in groups] == [4, 4, 4, 4]
+    one = dataclasses.replace(cfg, workers=1)
+    assert [len(g) for g in lockstep_groups(one, plan_episodes(one))] == [16]
+
+
 @pytest.mark.parametrize("bad", [0, -3, True, "4"])
 def test_a_bad_lockstep_size_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="lockstep"):
