@@ -222,6 +222,9 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
     Raises NonFiniteError (the last good checkpoint stays the latest) on a NaN / inf loss or gradient,
     ValueError for an `out` that is not a run, a changed config, or a run whose checkpoints are all damaged.
     """
+    if config.kind == "sft" and examples_fn is None:
+        raise ValueError("kind: sft is policy fine-tuning on demos: run it with `agentrm sft --config ...` "
+                         "(which renders the demos through the chat template), not `agentrm train`")
     initialize_distributed()
     out = Path(config.out)
     mesh = training_mesh(config.mesh)  # checks the device count before anything is loaded
