@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from agentrm_jax.runs import is_training_run
 from agentrm_jax.sft.config import SFT_CONFIG_FILE, SFTSection
 
 __all__ = ["run_sft", "write_policy"]
@@ -44,11 +45,14 @@ def write_policy(config, sft: SFTSection, *, tokenizer, backbone=None) -> Path:
 
     out = Path(config.out)
     model, meta = trained_model(config, out / CHECKPOINTS, backbone=backbone)
+    # a relative base path would name another file once the policy is used from another directory
+    base = config.model if config.model == "bundled" or not Path(config.model).exists() else str(
+        Path(config.model).resolve())
     tmp = out / f".{POLICY_DIR}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     extra = {"step": meta.get("step"), "max_new_tokens": sft.max_new_tokens, "trained_by": "agentrm sft"}
     if config.finetune == "lora":
-        save_adapters(model, tmp, base=config.model, rank=config.lora.rank, alpha=config.lora.alpha, extra=extra)
+        save_adapters(model, tmp, base=base, rank=config.lora.rank, alpha=config.lora.alpha, extra=extra)
     else:
         from agentrm_jax.models import save_pretrained
 
@@ -76,6 +80,13 @@ def run_sft(config, sft: SFTSection, *, progress: bool = True, overwrite: bool =
         raise ValueError(f"run_sft trains kind 'sft', got {config.kind!r}")
     out = Path(config.out)
     _check_sft_section(out, sft, overwrite)
+    if overwrite and is_training_run(out):  # elsewhere a policy/ is not ours to delete
+        from agentrm_jax.models.adapters import POLICY_DIR
+
+        # the old run's policy and sft section must not outlive it: a run that dies before its end would
+        # leave `--policy RUN_DIR` loading the previous run's weights
+        shutil.rmtree(out / POLICY_DIR, ignore_errors=True)
+        (out / SFT_CONFIG_FILE).unlink(missing_ok=True)
     if tokenizer is None:
         from agentrm_jax.models import load_tokenizer
 
@@ -87,13 +98,18 @@ def run_sft(config, sft: SFTSection, *, progress: bool = True, overwrite: bool =
 
         evaluator = EpisodeEval(sft.eval_envs, range(sft.eval_seeds), tokenizer, split=sft.eval_split,
                                 max_turns=sft.eval_max_turns, max_new_tokens=sft.max_new_tokens)
+    import jax
+
+    writer = jax.process_index() == 0  # one host writes the run directory's files
+
     def step_hook(step: int, loss: float) -> None:
-        if not (out / SFT_CONFIG_FILE).is_file() or (overwrite and step == 1):  # once the run directory exists
+        if writer and not (out / SFT_CONFIG_FILE).is_file():  # once the run directory exists
             (out / SFT_CONFIG_FILE).write_text(json.dumps(sft.to_dict(), indent=2))
         if on_step is not None:
             on_step(step, loss)
 
     result = train(config, progress=progress, overwrite=overwrite, tokenizer=tokenizer, on_step=step_hook,
                    backbone=backbone_fn() if backbone_fn else None, examples_fn=examples_fn, evaluator=evaluator)
-    write_policy(config, sft, tokenizer=tokenizer, backbone=backbone_fn() if backbone_fn else None)
+    if writer:
+        write_policy(config, sft, tokenizer=tokenizer, backbone=backbone_fn() if backbone_fn else None)
     return result
