@@ -1,7 +1,7 @@
 """`JaxPolicy`: our in-process JAX model as a policy, through `Sampler` (the n samples of a context share
 one prefill). Decoding stops as soon as a complete action line has been generated (checked between decode
 chunks together with the stop strings "\\nObservation" / "\\nThought"), and the text is cut right after
-the first action line. A prefix KV cache (on by default; `prefix_cache=False` turns it off) keeps the KV of
+the first action line. A prefix KV cache (off by default; `prefix_cache=True` turns it on) keeps the KV of
 earlier contexts and completions, so a turn prefills only what its context added (see `sampling.prefix_cache`),
 and the contexts of one call prefill their common prefix once (`sampling.sampler`). On 8 lockstep maze episodes
 it prefilled 0.9x the distinct context tokens and played 2.1x faster than without it (docs/BENCHMARKS.md)."""
@@ -37,12 +37,12 @@ class JaxPolicy:
     `sampling.sampler`). `stats.generated_tokens` counts the tokens of each
     completion up to the newline that ends its action line (or its stop string).
 
-    prefix_cache / kv_cache_mb: the sampler's prefix KV cache (on by default) and its byte budget;
+    prefix_cache / kv_cache_mb: the sampler's prefix KV cache (off by default: see docs/ARCHITECTURE.md) and its byte budget;
     `stats` reports the tokens prefilled and served from it.
     """
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 96, max_batch: int = 8, top_p: float = 1.0,
-                 top_k: int = 0, stop: Sequence[str] = STOP_STRINGS, prefix_cache: bool = True,
+                 top_k: int = 0, stop: Sequence[str] = STOP_STRINGS, prefix_cache: bool = False,
                  kv_cache_mb: float = 512.0):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
