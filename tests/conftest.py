@@ -56,3 +56,21 @@ def llama3_style_tokenizer(bundled_path):
                                                                 "<|end_header_id|>", "<|eot_id|>"]})
     tokenizer.chat_template = LLAMA3_STYLE_TEMPLATE
     return tokenizer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs_after_each_module():
+    """Drop jax's compiled programs (and free their memory) when a test module ends.
+
+    The jitted samplers, scorers and train steps take the model's structure as a static argument, so a
+    long session accumulates one executable per tiny model seen; the full suite's process grew past 8 GB
+    and twice died with a segfault inside libgcc's unwinder around 80% (2026-12-02). Bounding what one
+    process holds keeps a module's tests the same and only costs recompiles across modules.
+    """
+    yield
+    import gc
+    import sys
+
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    gc.collect()
