@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -260,10 +261,25 @@ def _describe_damage(step_dir: str, err: Exception) -> tuple[str, str] | None:
 _NOISE_FILTER_INSTALLED = False
 
 
+# the start of the warning an abandoned orbax metadata read leaves at interpreter exit (a regex)
+ORBAX_NEVER_AWAITED = r"coroutine 'Store\._get_array_metadatas' was never awaited"
+
+
+def _is_orbax_read_left_over(record: logging.LogRecord) -> bool:
+    """An asyncio "Task exception was never retrieved" record whose exception is a tensorstore read error
+    (a sibling read of the failed restore, collected after orbax gave up on it)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return (str(record.msg).startswith("Task exception was never retrieved") and isinstance(exc, ValueError)
+            and "tensorstore_spec" in str(exc))
+
+
 def _quiet_closed_loop_noise() -> None:
-    """When a restore fails on a damaged file, tensorstore's other pending reads call back into the
-    asyncio loop orbax already closed; each prints a 'RuntimeError: Event loop is closed' traceback through
-    sys.unraisablehook. Drop exactly those (every other unraisable goes to the previous hook)."""
+    """When a restore fails on a damaged file, orbax abandons tensorstore's other pending reads, and they
+    surface later as noise the restore's one-line error already covers: a 'RuntimeError: Event loop is
+    closed' traceback through sys.unraisablehook (a read calling back into the closed loop), an asyncio
+    "Task exception was never retrieved" traceback (a read that failed too) and, at exit, "coroutine
+    'Store._get_array_metadatas' was never awaited". Drop exactly those; every other unraisable, asyncio
+    record and warning goes where it went before."""
     global _NOISE_FILTER_INSTALLED
     if _NOISE_FILTER_INSTALLED:
         return
@@ -275,6 +291,8 @@ def _quiet_closed_loop_noise() -> None:
         previous(unraisable)
 
     sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(lambda record: not _is_orbax_read_left_over(record))
+    warnings.filterwarnings("ignore", message=ORBAX_NEVER_AWAITED, category=RuntimeWarning)
     _NOISE_FILTER_INSTALLED = True
 
 
