@@ -92,7 +92,7 @@ def read_sft_config(path: str | os.PathLike, overrides: dict[str, Any] | None = 
                     sft_overrides: dict[str, Any] | None = None):
     """(TrainConfig, SFTSection) of a YAML file, with train overrides (flat names, as `agentrm train`'s
     flags) and sft overrides applied (None values are ignored)."""
-    from agentrm_jax.training.config import TrainConfig, _yaml_lines, flat_config
+    from agentrm_jax.training.config import TrainConfig, _yaml_lines
 
     data, _ = read_mapping(path, "sft config", "configs/sft_cpu.yaml")
     lines = _yaml_lines(path)
@@ -103,15 +103,7 @@ def read_sft_config(path: str | os.PathLike, overrides: dict[str, Any] | None = 
     if kind != "sft":
         raise ValueError(f"{path}:{lines.get('kind', '?')}: an sft config has kind sft (or none), got {kind!r}; "
                          "reward models train with `agentrm train`")
-    flat, flat_lines = flat_config(data, source=str(path), lines=lines)
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if "steps" in overrides:
-        flat.pop("epochs", None)
-    if "epochs" in overrides:
-        flat.pop("steps", None)
-    flat.update(overrides)
-    config = TrainConfig.from_dict(flat, source=str(path),
-                                   lines={k: v for k, v in flat_lines.items() if k not in overrides})
+    config = TrainConfig.from_file_mapping(data, path, overrides)
     section.update({k: v for k, v in (sft_overrides or {}).items() if v is not None})
     sft_lines = {k.split(".", 1)[1]: v for k, v in lines.items() if k.startswith("sft.")}
     return config, sft_section(section, source=str(path), lines=sft_lines)

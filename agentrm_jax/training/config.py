@@ -323,6 +323,13 @@ class TrainConfig:
     def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """Read a YAML file, then apply `overrides` (flat names or sections; None values are ignored)."""
         data, _ = read_mapping(path, "train config", "configs/train_cpu.yaml")
+        return cls.from_file_mapping(data, path, overrides)
+
+    @classmethod
+    def from_file_mapping(cls, data: dict[str, Any], path: str | os.PathLike,
+                          overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """`from_yaml` of a mapping already read from `path` (errors name path:line); `overrides` win, and
+        a `steps` override drops the file's `epochs` and vice versa."""
         flat, lines = flat_config(data, source=str(path), lines=_yaml_lines(path))
         overrides, _ = flat_config({k: v for k, v in (overrides or {}).items() if v is not None}, source="overrides")
         overrides = {k: v for k, v in overrides.items() if v is not None}
