@@ -23,17 +23,11 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-# flag -> TrainConfig field by flat name, as `agentrm train`'s
-_OVERRIDES = {"model": "model", "data": "train", "eval_data": "eval", "steps": "steps", "epochs": "epochs",
-              "batch_size": "batch_size", "mesh": "mesh", "out": "out", "seed": "seed", "save_every": "save_every",
-              "lr": "lr", "finetune": "finetune", "precision": "precision", "grad_accum": "grad_accum",
-              "max_length": "max_length", "eval_every": "eval_every"}
-
-
 def _cmd_sft(args: argparse.Namespace) -> int:
     from agentrm_jax.sft.config import read_sft_config
+    from agentrm_jax.training.commands import RUN_OVERRIDES, overrides_from_args
 
-    overrides = {field: getattr(args, flag) for flag, field in _OVERRIDES.items() if getattr(args, flag) is not None}
+    overrides = overrides_from_args(args, {**RUN_OVERRIDES, "eval_every": "eval_every"})
     sft_overrides = {"tasks": [args.per_task] if args.per_task else None, "eval_envs": args.eval_envs,
                      "eval_seeds": args.eval_seeds}
     config, sft = read_sft_config(args.config, overrides, sft_overrides)
@@ -61,28 +55,16 @@ def register(subparsers) -> None:
                     "metrics.jsonl). Greedy episodes of sft.eval_envs are played at each eval point. The run "
                     "directory ends with policy/, which --policy RUN_DIR loads in play, eval and explore. Flags "
                     "override the config (configs/sft_cpu.yaml).")
+    from agentrm_jax.training.commands import add_run_flags
+
     sf.add_argument("--config", required=True, help="YAML sft config (a train config plus an sft: section)")
-    sf.add_argument("--model", help="base model: bundled | HF_DIR | FILE.gguf")
-    sf.add_argument("--data", help="demos, JSONL (overrides data.train)")
-    sf.add_argument("--eval-data", help="held-out demos for eval_loss (overrides data.eval)")
+    add_run_flags(sf, data_help="demos, JSONL (overrides data.train)",
+                  eval_data_help="held-out demos for eval_loss (overrides data.eval)", finetune_choices=("lora", "full"))
     sf.add_argument("--per-task", metavar="ENV", help="train on this env's demos only (overrides sft.tasks)")
     sf.add_argument("--eval-envs", nargs="+", help="envs to play at eval points (overrides sft.eval_envs)")
     sf.add_argument("--eval-seeds", type=int, help="test seeds per eval env (overrides sft.eval_seeds)")
-    sf.add_argument("--finetune", choices=["lora", "full"], help="overrides finetune")
-    sf.add_argument("--steps", type=int)
-    sf.add_argument("--epochs", type=float)
-    sf.add_argument("--batch-size", type=int)
-    sf.add_argument("--grad-accum", type=int)
-    sf.add_argument("--max-length", type=int)
-    sf.add_argument("--lr", type=float)
-    sf.add_argument("--precision", choices=["float32", "bf16"])
-    sf.add_argument("--mesh", help="device mesh, e.g. data=1,fsdp=8,tensor=1")
-    sf.add_argument("--out", help="run directory (an existing run is resumed)")
-    sf.add_argument("--overwrite", action="store_true", help="start the run over (deletes only its run files)")
-    sf.add_argument("--seed", type=int)
-    sf.add_argument("--save-every", type=int)
-    sf.add_argument("--eval-every", type=int)
-    sf.add_argument("--no-progress", action="store_true")
+    sf.add_argument("--eval-every", type=int, help="evaluate (eval_loss, episodes) every N steps (overrides "
+                                                   "outputs.eval_every)")
     sf.set_defaults(func=_cmd_sft)
 
     co = subparsers.add_parser(

@@ -7,16 +7,59 @@ import sys
 
 from agentrm_jax.training.config import MeshShape, TrainConfig
 
-# flag -> TrainConfig field, by flat name (`training.config`: lr is optimizer.lr)
-_OVERRIDES = {"model": "model", "data": "train", "eval_data": "eval", "kind": "kind", "steps": "steps",
-              "epochs": "epochs", "batch_size": "batch_size", "mesh": "mesh", "out": "out", "seed": "seed",
-              "save_every": "save_every", "lr": "lr", "finetune": "finetune", "precision": "precision",
-              "target": "target", "grad_accum": "grad_accum", "max_length": "max_length"}
+# flag -> TrainConfig field, by flat name (`training.config`: lr is optimizer.lr), of the flags `add_run_flags`
+# adds for every run of the trainer (`agentrm train`, `agentrm sft`)
+RUN_OVERRIDES = {"model": "model", "data": "train", "eval_data": "eval", "steps": "steps", "epochs": "epochs",
+                 "batch_size": "batch_size", "mesh": "mesh", "out": "out", "seed": "seed",
+                 "save_every": "save_every", "lr": "lr", "finetune": "finetune", "precision": "precision",
+                 "grad_accum": "grad_accum", "max_length": "max_length"}
+_OVERRIDES = {**RUN_OVERRIDES, "kind": "kind", "target": "target"}
+
+
+def overrides_from_args(args: argparse.Namespace, table: dict[str, str]) -> dict:
+    """{TrainConfig field: value} of the flags in `table` (flag -> field) that were given."""
+    return {field: getattr(args, flag) for flag, field in table.items() if getattr(args, flag) is not None}
+
+
+def _mesh_flag(text: str) -> MeshShape:
+    """--mesh's value; its ValueError becomes argparse's one-line error with the parser's own message."""
+    try:
+        return MeshShape.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_run_flags(parser: argparse.ArgumentParser, *, data_help: str, eval_data_help: str,
+                  finetune_choices: tuple[str, ...]) -> None:
+    """The flags of `RUN_OVERRIDES`, each overriding one key of the config, plus --overwrite and
+    --no-progress: what every command that runs the trainer takes."""
+    parser.add_argument("--model", help="backbone: bundled | HF_DIR | FILE.gguf (overrides model)")
+    parser.add_argument("--data", help=data_help)
+    parser.add_argument("--eval-data", help=eval_data_help)
+    parser.add_argument("--finetune", choices=list(finetune_choices), help="what is trained (overrides finetune)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (overrides steps and epochs)")
+    parser.add_argument("--epochs", type=float, help="passes over the data (overrides steps and epochs)")
+    parser.add_argument("--batch-size", type=int, help="records per step over all devices (overrides data.batch_size)")
+    parser.add_argument("--grad-accum", type=int, help="micro-batches per step (overrides optimizer.grad_accum)")
+    parser.add_argument("--max-length", type=int, help="tokens per trajectory at most (overrides data.max_length)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (overrides optimizer.lr)")
+    parser.add_argument("--precision", choices=["float32", "bf16"], help="compute precision (overrides precision)")
+    parser.add_argument("--mesh", type=_mesh_flag,
+                        help="device mesh, e.g. data=1,fsdp=8,tensor=1; the product must equal the device count")
+    parser.add_argument("--out", help="run directory; an existing run there is resumed (overrides out); a non-empty "
+                                      "directory that is not a run is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over: delete the run's own files in --out (checkpoints/, metrics.jsonl, "
+                             "train_config.json; an sft run's policy/ and sft_config.json too; other files there "
+                             "are kept) instead of resuming or refusing")
+    parser.add_argument("--seed", type=int, help="initialisation and data-order seed (overrides seed)")
+    parser.add_argument("--save-every", type=int, help="checkpoint every N steps (overrides outputs.save_every)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The config file (if any) with the flags' values on top."""
-    overrides = {field: getattr(args, flag) for flag, field in _OVERRIDES.items() if getattr(args, flag) is not None}
+    overrides = overrides_from_args(args, _OVERRIDES)
     if args.config:
         return TrainConfig.from_yaml(args.config, overrides)
     return TrainConfig.from_dict(overrides, source="flags")
@@ -80,30 +123,12 @@ def register(subparsers) -> None:
                     "configs/train_cpu.yaml; every key is documented in agentrm_jax/training/config.py and "
                     "sections.py). Example: agentrm train --config configs/train_cpu.yaml --steps 20 --out runs/try")
     tr.add_argument("--config", help="YAML train config")
-    tr.add_argument("--model", help="backbone: bundled | HF_DIR | FILE.gguf (overrides model)")
-    tr.add_argument("--data", help="training records, JSONL (overrides data.train)")
-    tr.add_argument("--eval-data", help="evaluation records, JSONL (overrides data.eval)")
+    add_run_flags(tr, data_help="training records, JSONL (overrides data.train)",
+                  eval_data_help="evaluation records, JSONL (overrides data.eval)",
+                  finetune_choices=("lora", "full", "head"))
     tr.add_argument("--kind", choices=["explicit", "implicit", "pairwise"], help="reward model kind (overrides kind)")
     tr.add_argument("--target", choices=["value", "progress", "success"],
                     help="record field holding the target / label (overrides data.target)")
-    tr.add_argument("--finetune", choices=["lora", "full", "head"], help="what is trained (overrides finetune)")
-    tr.add_argument("--steps", type=int, help="optimizer steps (overrides steps and epochs)")
-    tr.add_argument("--epochs", type=float, help="passes over the data (overrides steps and epochs)")
-    tr.add_argument("--batch-size", type=int, help="records per step over all devices (overrides data.batch_size)")
-    tr.add_argument("--grad-accum", type=int, help="micro-batches per step (overrides optimizer.grad_accum)")
-    tr.add_argument("--max-length", type=int, help="tokens per trajectory at most (overrides data.max_length)")
-    tr.add_argument("--lr", type=float, help="peak learning rate (overrides optimizer.lr)")
-    tr.add_argument("--precision", choices=["float32", "bf16"], help="compute precision (overrides precision)")
-    tr.add_argument("--mesh", type=MeshShape.parse,
-                    help="device mesh, e.g. data=1,fsdp=8,tensor=1; the product must equal the device count")
-    tr.add_argument("--out", help="run directory; an existing run there is resumed (overrides out); a non-empty "
-                                  "directory that is not a run is refused unless --overwrite")
-    tr.add_argument("--overwrite", action="store_true",
-                    help="start over: delete the run's checkpoints/, metrics.jsonl and train_config.json in --out "
-                         "(other files there are kept) instead of resuming or refusing")
-    tr.add_argument("--seed", type=int, help="initialisation and data-order seed (overrides seed)")
-    tr.add_argument("--save-every", type=int, help="checkpoint every N steps (overrides outputs.save_every)")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--plan", action="store_true",
                     help="dry run: print the per-device memory (parameters, optimizer state, gradients, activations) "
                          "on the config's mesh and whether it fits compute.device; loads no weights, needs no devices")
