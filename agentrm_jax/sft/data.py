@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from agentrm_jax.agents.collect import NOISY_STEPS
 from agentrm_jax.agents.prompts import build_messages
 from agentrm_jax.records import RecordError, Trajectory, iter_jsonl_lines
 from agentrm_jax.sft.chat import render_chat
 
 __all__ = ["NOISY_STEPS", "load_sft_examples", "sft_messages", "sft_row"]
 
-NOISY_STEPS = "noisy_steps"  # the key `agents.collect` writes
 
 
 def sft_messages(trajectory: Trajectory) -> tuple[list[dict[str, str]], list[int]]:
