@@ -75,6 +75,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-turns must be >= 1, got {args.max_turns}")
     if not 0.0 <= args.noise <= 1.0:
         raise ValueError(f"--noise must be in [0, 1], got {args.noise}")
+    kv_cache_mb = factory.check_kv_cache_mb(args.kv_cache_mb, "--kv-cache-mb")
     say = lambda text: print(text, flush=True)  # noqa: E731  every line reaches the user at once
     say(f"agentrm play: {args.env} ({args.split} split), task {args.seed}, policy {_policy_label(args.policy, args.model)}")
     env = factory.make_env(args.env, seed=args.seed, split=args.split)
@@ -85,7 +86,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
         say("loading the model and its tokenizer (a few seconds; the first run also builds the tokenizer cache) ...")
     t0 = time.perf_counter()
     policy = factory.make_policy(args.policy, env, model=args.model, seed=args.seed, noise=args.noise,
-                                 max_new_tokens=args.max_new_tokens, timeout=args.timeout)
+                                 max_new_tokens=args.max_new_tokens, timeout=args.timeout, kv_cache_mb=kv_cache_mb)
     t_load = time.perf_counter() - t0
     if in_process:
         say(f"loaded in {t_load:.1f} s")
@@ -179,6 +180,9 @@ def register(subparsers) -> None:
     play.add_argument("--max-turns", type=int, default=None, help="stop after this many turns (default: the env's)")
     play.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0 = greedy)")
     play.add_argument("--max-new-tokens", type=int, default=96, help="tokens per step at most (default 96)")
+    play.add_argument("--kv-cache-mb", type=float, default=0.0,
+                      help="in-process model policies: MB of prefix KV cache, so a turn prefills only what its "
+                           "context added (default 0 = off)")
     play.add_argument("--noise", type=float, default=0.0,
                       help="with expert: probability of a random action instead of the plan's (default 0)")
     play.add_argument("--timeout", type=float, default=60.0, help="with a URL: seconds per request (default 60)")

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["make_env", "make_policy"]
+__all__ = ["check_kv_cache_mb", "make_env", "make_policy"]
+
+
+def check_kv_cache_mb(value, where: str = "kv_cache_mb") -> float:
+    """`value` as MB of prefix KV cache (0 = off), or a ValueError naming `where` (a key or a flag)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise ValueError(f"{where} must be a number of MB >= 0 (0 turns the prefix KV cache off), got {value!r}")
+    return float(value)
 
 
 def make_env(name: str, *, seed: int = 0, split: str = "train", **kwargs):
@@ -23,21 +30,25 @@ def make_env(name: str, *, seed: int = 0, split: str = "train", **kwargs):
 
 
 def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0, noise: float = 0.0,
-                max_new_tokens: int = 96, timeout: float = 60.0, api_key_env: str = "OPENAI_API_KEY"):
+                max_new_tokens: int = 96, timeout: float = 60.0, api_key_env: str = "OPENAI_API_KEY",
+                kv_cache_mb: float = 0.0):
     """A policy from its CLI name.
 
     bundled (our JAX model; `model` names another path), expert / random (built for the task `env` is
     reset to; `env` is needed only for these two), an `agentrm sft` run directory (its policy/: base +
     LoRA adapters unmerged, or the whole fine-tuned model), a model path (an HF directory or a .gguf
     file, run in-process), or http(s)://URL[#model] (an OpenAI-compatible server; `#model` or `model` names the
-    model, else the server's first).
+    model, else the server's first). kv_cache_mb: our JAX policies' prefix KV cache budget in MB (0: off, the
+    default; see docs/ARCHITECTURE.md); the other policies ignore it.
     """
     from pathlib import Path
 
     from agentrm_jax.agents.policies import JaxPolicy, OpenAIPolicy, RandomPolicy, ScriptedPolicy
 
+    kv_cache_mb = check_kv_cache_mb(kv_cache_mb)
+    jax_kwargs = {"max_new_tokens": max_new_tokens, "prefix_cache": kv_cache_mb > 0, "kv_cache_mb": kv_cache_mb}
     if spec in ("bundled", "jax", "model"):
-        return JaxPolicy.from_pretrained(model, max_new_tokens=max_new_tokens)
+        return JaxPolicy.from_pretrained(model, **jax_kwargs)
     if spec in ("expert", "random") and env is None:
         raise ValueError(f"policy {spec!r} is built for one task: pass an env reset to that task")
     if spec == "expert":
@@ -59,8 +70,8 @@ def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0,
         from agentrm_jax.models.adapters import load_policy  # an `agentrm sft` run (or its policy/)
 
         model, tokenizer = load_policy(path)
-        return JaxPolicy(model, tokenizer, max_new_tokens=max_new_tokens)
+        return JaxPolicy(model, tokenizer, **jax_kwargs)
     if path.exists():
-        return JaxPolicy.from_pretrained(str(path), max_new_tokens=max_new_tokens)
+        return JaxPolicy.from_pretrained(str(path), **jax_kwargs)
     raise ValueError(f"--policy must be bundled, expert, random, an existing model path (HF directory or "
                      f".gguf) or an http(s):// URL, got {spec!r}")

@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from agentrm_jax.agents.factory import check_kv_cache_mb
 from agentrm_jax.yaml_config import check_keys, read_mapping
 
 __all__ = ["EvalConfig", "Method", "parse_methods"]
@@ -203,6 +204,8 @@ class EvalConfig:
     noise: expert only: probability in [0, 1] that a turn plays a random valid action instead of the plan.
     policy_seed: seed of the expert's noise and of the random policy (the task seed also enters every draw).
     max_new_tokens: model and server policies: tokens generated per step at most.
+    kv_cache_mb: in-process model policies: MB of prefix KV cache (0: off, the default), so a turn prefills
+      only what its context added to earlier ones; exact, so it changes costs, not rows' actions or keys.
     rm: what scores Best-of-N and beam candidates (greedy uses none). oracle (the env's progress + success:
       an upper bound), random[:SEED] (chance), an explicit RM directory (`agentrm train` output or an HF
       sequence classifier; `explicit:DIR` also works), judge:bundled|MODEL_PATH|URL[#model] (LLM as a
@@ -228,6 +231,7 @@ class EvalConfig:
     noise: float = 0.0
     policy_seed: int = 0
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    kv_cache_mb: float = 0.0
     rm: str = "oracle"
     rm_batch_size: int = 8
     envs: tuple[str, ...] = ("maze",)
@@ -253,6 +257,7 @@ class EvalConfig:
             raise ValueError(f"noise applies to policy 'expert' only; policy is {self.policy!r}: drop noise")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        check_kv_cache_mb(self.kv_cache_mb)
         if self.rm_batch_size < 1:
             raise ValueError(f"rm_batch_size must be >= 1, got {self.rm_batch_size}")
         if not self.envs:
@@ -344,7 +349,7 @@ class EvalConfig:
                 values["seeds"] = tuple(values["seeds"])
             if "methods" in values:
                 values["methods"] = parse_methods(values["methods"])
-            for name in ("noise", "temperature"):
+            for name in ("noise", "temperature", "kv_cache_mb"):
                 if name in values and isinstance(values[name], int) and not isinstance(values[name], bool):
                     values[name] = float(values[name])
             for name in ("policy", "rm", "output", "split"):

@@ -19,7 +19,7 @@ __all__ = ["register"]
 
 # flag -> config key, for `agentrm explore`
 _FLAGS = {"env": "env", "split": "split", "seeds": "seeds", "policy": "policy", "noise": "noise",
-          "policy_seed": "policy_seed", "max_new_tokens": "max_new_tokens", "simulations": "simulations", "k": "k",
+          "policy_seed": "policy_seed", "max_new_tokens": "max_new_tokens", "kv_cache_mb": "kv_cache_mb", "simulations": "simulations", "k": "k",
           "rollouts": "rollouts", "temperature": "temperature", "rollout_temperature": "rollout_temperature",
           "c": "c", "prior": "prior", "value": "value", "max_depth": "max_depth", "rollout_depth": "rollout_depth",
           "max_turns": "max_turns", "batch_trees": "batch_trees", "seed": "seed", "out": "output",
@@ -146,6 +146,9 @@ def register(subparsers) -> None:
     ex.add_argument("--noise", type=float, help="expert/random: probability of a random action (default 0)")
     ex.add_argument("--policy-seed", type=int, help="seed of the expert's noise / the random policy")
     ex.add_argument("--max-new-tokens", type=int, help="model policies: tokens per step at most (default 96)")
+    ex.add_argument("--kv-cache-mb", type=float,
+                    help="in-process model policies: MB of prefix KV cache shared by a tree's expansions and "
+                         "rollouts (default 0 = off)")
     ex.add_argument("--simulations", type=int, help="simulations per tree (default 16)")
     ex.add_argument("--k", type=int, help="steps sampled per expansion (default 4)")
     ex.add_argument("--rollouts", type=int, help="rollouts from every new node (default 2)")

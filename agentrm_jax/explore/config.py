@@ -19,12 +19,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from agentrm_jax.agents.factory import check_kv_cache_mb
+
 __all__ = ["ExploreConfig", "ExploreConfigError", "VALUE_KINDS", "parse_seeds"]
 
 VALUE_KINDS = ("success", "progress")
 _TASK_POLICIES = ("expert", "random")
 _MODEL_POLICIES = ("bundled",)
-_NOT_TREE_FIELDS = ("seeds", "output", "workers", "ray", "gpus_per_worker")
+_NOT_TREE_FIELDS = ("seeds", "output", "workers", "ray", "gpus_per_worker", "kv_cache_mb")
 EXAMPLE = "configs/explore_cpu.yaml"
 
 
@@ -97,6 +99,7 @@ class ExploreConfig:
     rollout_depth: steps a rollout takes at most (stopping early scores the state reached); None: to the end
     max_turns: the env's turn limit (None: its default); batch_trees: trees grown in lockstep per chunk
       (one batched policy call per turn across them; part of the tree config, since batching moves seeds)
+    kv_cache_mb: in-process model policies: MB of prefix KV cache (0: off); exact, so not a tree field
     seed: the sampling seed of the run; policy_seed / noise: the expert's or random policy's seed and noise
     workers: worker processes (local), or Ray actors with `ray`
     ray: None (no Ray), "local" (start a local Ray runtime on 127.0.0.1) or the address of a running
@@ -110,6 +113,7 @@ class ExploreConfig:
     noise: float = 0.0
     policy_seed: int = 0
     max_new_tokens: int = 96
+    kv_cache_mb: float = 0.0
     simulations: int = 16
     k: int = 4
     rollouts: int = 2
@@ -144,6 +148,10 @@ class ExploreConfig:
         _number("noise", self.noise, 0.0, 1.0)
         _int("policy_seed", self.policy_seed, 0)
         _int("max_new_tokens", self.max_new_tokens, 1)
+        try:
+            check_kv_cache_mb(self.kv_cache_mb)
+        except ValueError as e:
+            raise ExploreConfigError(str(e), "kv_cache_mb") from None
         _int("simulations", self.simulations, 1)
         _int("k", self.k, 1)
         _int("rollouts", self.rollouts, 1)

@@ -1,0 +1,81 @@
+"""`kv_cache_mb`: the user's switch for the in-process policy's prefix KV cache, from an eval config to its
+rows (a tiny random model saved as an HF directory with the bundled tokenizer, played by `run_eval`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from trainer_helpers import save_tiny_model  # noqa: E402
+
+from agentrm_jax.evaluate import EvalConfig, parse_methods, read_rows, run_eval  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, bundled_tokenizer):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", bundled_tokenizer)
+
+
+def _rows(model_dir, out, kv_cache_mb):
+    cfg = EvalConfig(policy=str(model_dir), rm="oracle", envs=("maze",), seeds=2, methods=parse_methods(["greedy"]),
+                     max_turns=3, max_new_tokens=8, lockstep=2, kv_cache_mb=kv_cache_mb, output=str(out))
+    run_eval(cfg, progress=False)
+    return {r["key"]: r for r in read_rows(out)}
+
+
+def test_a_cached_eval_reports_hits_and_plays_the_same_episodes(tiny_model_dir, tmp_path):
+    cached = _rows(tiny_model_dir, tmp_path / "cached.jsonl", kv_cache_mb=16)
+    plain = _rows(tiny_model_dir, tmp_path / "plain.jsonl", kv_cache_mb=0)
+    assert cached.keys() == plain.keys() and len(cached) == 2  # the switch is not part of an episode's key
+    for key in cached:
+        assert cached[key]["trajectory"] == plain[key]["trajectory"], key  # exact: same actions both ways
+        c, p = cached[key]["costs"], plain[key]["costs"]
+        assert len(cached[key]["trajectory"]["steps"]) >= 2, key  # a later turn can reuse an earlier one
+        assert c["cache_hit_tokens"] > 0 and p["cache_hit_tokens"] == 0, key
+        assert c["prompt_tokens"] == p["prompt_tokens"], key
+        assert c["prefilled_tokens"] < p["prefilled_tokens"], key
+
+
+@pytest.mark.parametrize("bad", [-1, "lots", float("nan"), True])
+def test_a_bad_kv_cache_mb_is_one_line_naming_the_key(bad):
+    with pytest.raises(ValueError, match=r"^config: kv_cache_mb must be a number of MB >= 0 \(0 turns"):
+        EvalConfig.from_dict({"kv_cache_mb": bad}, source="config")
+
+
+def test_make_policy_turns_the_cache_on_with_its_budget(tiny_model_dir):
+    from agentrm_jax.agents.factory import make_policy
+
+    assert make_policy(str(tiny_model_dir), kv_cache_mb=4).sampler.cache.budget_bytes == 4 * 2**20
+    assert make_policy(str(tiny_model_dir)).sampler.cache is None  # off unless asked for
+    with pytest.raises(ValueError, match="kv_cache_mb must be a number of MB >= 0"):
+        make_policy(str(tiny_model_dir), kv_cache_mb=-2)
+
+
+def test_the_flags_reach_the_configs_and_the_policy(monkeypatch, capsys):
+    from agentrm_jax.agents import factory
+    from agentrm_jax.agents.policies import ScriptedPolicy
+    from agentrm_jax.cli import build_parser, main
+    from agentrm_jax.evaluate.commands import _config_from_args
+    from agentrm_jax.explore.commands import _config as explore_config
+
+    parser = build_parser()
+    assert _config_from_args(parser.parse_args(["eval", "--kv-cache-mb", "256"])).kv_cache_mb == 256.0
+    explore = explore_config(parser.parse_args(["explore", "--env", "maze", "--seeds", "0", "--kv-cache-mb", "64"]))
+    assert explore.kv_cache_mb == 64.0
+    # the cache is exact, so it does not decide the trees: a resumed run with another budget continues them
+    assert explore.fingerprint() == explore.replace(kv_cache_mb=0.0).fingerprint()
+    assert main(["explore", "--env", "maze", "--seeds", "0", "--kv-cache-mb", "-1"]) != 0
+    assert "--kv-cache-mb: kv_cache_mb must be a number of MB >= 0" in capsys.readouterr().err
+
+    seen = {}
+
+    def fake_make_policy(spec, env=None, **kwargs):
+        seen.update(kwargs)
+        return ScriptedPolicy.expert(env)
+
+    monkeypatch.setattr(factory, "make_policy", fake_make_policy)
+    assert main(["play", "--env", "maze", "--policy", "expert", "--kv-cache-mb", "32", "--max-turns", "1"]) == 0
+    assert seen["kv_cache_mb"] == 32.0
