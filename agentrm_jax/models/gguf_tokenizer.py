@@ -36,6 +36,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from agentrm_jax.models.gguf_file import ByteSource
+
 # Bumped whenever the conversion changes, so caches made by an older one are rebuilt.
 CONVERTER_VERSION = 3
 _CACHE_MARKER = "agentrm_source.json"  # written last into the staging folder: its presence = complete copy
@@ -84,11 +86,15 @@ class GGUFTokenizerSpec:
 
 
 def read_tokenizer_spec(reader, source: str = "gguf") -> GGUFTokenizerSpec:
-    """The tokenizer fields of an open `gguf.GGUFReader` (`source` names the file in errors)."""
+    """The tokenizer fields of a parsed GGUF (`gguf_file.GGUFFile`, or a `gguf.GGUFReader`, whose fields
+    are read through `.contents()`); `source` names the file in errors."""
     fields = reader.fields
 
     def get(key: str, default: Any = None) -> Any:
-        return fields[key].contents() if key in fields else default
+        if key not in fields:
+            return default
+        value = fields[key]
+        return value.contents() if hasattr(value, "contents") else value
 
     if "tokenizer.ggml.tokens" not in fields:
         raise ValueError(f"{source}: the file holds no tokenizer (no tokenizer.ggml.tokens); load the model "
@@ -186,9 +192,11 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def tokenizer_cache_path(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
-    """`<cache_dir>/tokenizers/<sha256 of the file, first 16 hex digits>`."""
-    return Path(cache_dir or default_cache_dir()) / "tokenizers" / file_sha256(path)[:16]
+def tokenizer_cache_path(path, cache_dir: str | os.PathLike | None = None) -> Path:
+    """`<cache_dir>/tokenizers/<sha256 of the file (or of a gguf_file.ByteSource's parts in order), first 16
+    hex digits>`."""
+    digest = path.sha256() if isinstance(path, ByteSource) else file_sha256(path)
+    return Path(cache_dir or default_cache_dir()) / "tokenizers" / digest[:16]
 
 
 def _cache_is_current(target: Path) -> bool:
@@ -199,21 +207,24 @@ def _cache_is_current(target: Path) -> bool:
     return isinstance(marker, dict) and marker.get("converter") == CONVERTER_VERSION
 
 
-def tokenizer_from_gguf(path: str | os.PathLike):
-    """The tokenizer of a GGUF file, built now (a few seconds; `gguf_tokenizer` caches it)."""
+def tokenizer_from_gguf(path):
+    """The tokenizer of a GGUF file (or `gguf_file.ByteSource`), built now (a few seconds; `gguf_tokenizer`
+    caches it)."""
     from agentrm_jax.models.gguf_io import open_gguf
 
-    return build_tokenizer(read_tokenizer_spec(open_gguf(path), str(path)), str(path))
+    file = open_gguf(path)
+    return build_tokenizer(read_tokenizer_spec(file, file.source.name), file.source.name)
 
 
-def _convert_and_store(path: Path, target: Path) -> None:
+def _convert_and_store(path, target: Path) -> None:
     """Builds the GGUF's tokenizer and moves a complete copy to `target` atomically."""
     tokenizer = tokenizer_from_gguf(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
         tokenizer.save_pretrained(str(staging))
-        (staging / _CACHE_MARKER).write_text(json.dumps({"gguf": str(path), "converter": CONVERTER_VERSION}))
+        name = path.name if isinstance(path, ByteSource) else str(path)
+        (staging / _CACHE_MARKER).write_text(json.dumps({"gguf": name, "converter": CONVERTER_VERSION}))
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)  # incomplete or from an older converter; ours replaces it
         try:
@@ -225,8 +236,9 @@ def _convert_and_store(path: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def gguf_tokenizer(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
-    """transformers `PreTrainedTokenizerFast` of a GGUF file, chat template included; no torch needed.
+def gguf_tokenizer(path, cache_dir: str | os.PathLike | None = None):
+    """transformers `PreTrainedTokenizerFast` of a GGUF file (a path, or a `gguf_file.ByteSource` over
+    split parts), chat template included; no torch needed.
 
     Building it means parsing the file's tokenizer arrays (a few seconds), so the
     result is saved under `tokenizer_cache_path(path, cache_dir)` (default cache dir:
@@ -236,9 +248,10 @@ def gguf_tokenizer(path: str | os.PathLike, cache_dir: str | os.PathLike | None 
     """
     from transformers import PreTrainedTokenizerFast
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such GGUF file")
+    if not isinstance(path, ByteSource):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such GGUF file")
     target = tokenizer_cache_path(path, cache_dir)
     if not _cache_is_current(target):
         _convert_and_store(path, target)
