@@ -2,51 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Iterator
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["SMALL_ROWS", "dense", "dense_backend", "uses_cpu_layout"]
+__all__ = ["SMALL_ROWS", "dense", "uses_cpu_layout"]
 
 # At most this many rows, `dense` computes W @ x^T instead of x @ W^T (decode-sized batches), on CPU.
 SMALL_ROWS = 64
 
-_BACKENDS = ("cpu", "accelerator")
-_forced_backend: str | None = None  # set only by `dense_backend`, for tests and benchmarks
-
-
-@contextlib.contextmanager
-def dense_backend(backend: str | None) -> Iterator[None]:
-    """Traces `dense` as if for `backend` ("cpu" | "accelerator"; None: detect) inside the block.
-
-    The choice is made at trace time, so a function jitted before the block keeps its layout:
-    trace (or jit) afresh inside the block.
-    """
-    global _forced_backend
-    if backend not in (None, *_BACKENDS):
-        raise ValueError(f"dense_backend({backend!r}): expected one of {_BACKENDS} or None")
-    before, _forced_backend = _forced_backend, backend
-    try:
-        yield
-    finally:
-        _forced_backend = before
-
 
 def uses_cpu_layout(x: jax.Array) -> bool:
-    """Whether `dense` takes the XLA:CPU small-row path for x: forced by `dense_backend`, else the
-    platform of x's devices when x is a concrete array, else jax's default backend (under jit)."""
-    if _forced_backend is not None:
-        return _forced_backend == "cpu"
+    """Whether `dense` takes the XLA:CPU small-row path for x: the platform of x's devices when x is a
+    concrete array, else (a tracer, under jit) jax's default backend, which jit compiles for."""
     try:
-        return all(d.platform == "cpu" for d in x.sharding.device_set)  # concrete array
-    except Exception:  # a tracer has no devices: jit compiles for the default backend
+        devices = x.sharding.device_set  # a concrete array
+    except Exception:  # a tracer has no devices
         return jax.default_backend() == "cpu"
+    return all(d.platform == "cpu" for d in devices)
 
 
-def dense(x: jax.Array, w: jax.Array, *, out_dims: int = 1, out_dtype=None) -> jax.Array:
+def dense(x: jax.Array, w: jax.Array, *, out_dims: int = 1, out_dtype=None,
+          cpu_layout: bool | None = None) -> jax.Array:
     """x [..., I] times w [*O, I] (transformers' [out, in] layout) -> [..., *O].
 
     On XLA:CPU, for few rows (decode) the product is formed as w @ x^T, whose [O, N]
@@ -55,13 +33,17 @@ def dense(x: jax.Array, w: jax.Array, *, out_dims: int = 1, out_dtype=None) -> j
     folding the final transpose back into the dot (which restores the slow form). Large N
     (prefill, training) and every accelerator use the ordinary product: a GPU/TPU compiler
     picks its own layouts, and the barrier would only block fusion there.
+
+    cpu_layout: take the CPU path (True) or the plain dot (False) whatever the backend;
+    None (default) decides at trace time by `uses_cpu_layout(x)`.
     """
     lead, width = x.shape[:-1], x.shape[-1]
     out_shape = w.shape[:out_dims]
     w2 = w.reshape(-1, width)  # [O, I]
     rows = math.prod(lead)
     x2 = x.reshape(rows, width)
-    if rows <= SMALL_ROWS and uses_cpu_layout(x):
+    on_cpu = uses_cpu_layout(x) if cpu_layout is None else cpu_layout
+    if rows <= SMALL_ROWS and on_cpu:
         yt = jnp.einsum("oi,ni->on", w2, x2, preferred_element_type=out_dtype)  # [O, N]
         y = jax.lax.optimization_barrier(yt).T
     else:
