@@ -128,7 +128,7 @@ class Checkpointer:
         self._manager.save(step, args=args, force=True)
         self._manager.wait_until_finished()
 
-    def restore(self, step: int | None, target) -> tuple[Any, dict, dict]:
+    def restore(self, step: int | None, target, *, partial: bool = False) -> tuple[Any, dict, dict]:
         """Reads checkpoint `step` (None: the latest) into the structure, dtypes and shardings of `target`.
 
         `target` is the state's pytree with jax.ShapeDtypeStruct(shape, dtype, sharding=...) leaves (or
@@ -137,16 +137,22 @@ class Checkpointer:
         directory holds no such checkpoint, ValueError naming the first mismatched key path when the
         structures differ, CorruptCheckpointError (a ValueError) naming the step and file when a file of
         the checkpoint is missing, truncated or garbled.
+
+        partial: `target` may be a part of the saved tree (e.g. {"params": ...} of a checkpoint that also
+        holds "opt_state"); only its leaves are read from disk, the others are never loaded (orbax's
+        partial restore), so restoring a model for inference costs no optimizer-state memory.
         """
         step = self._resolve(step)
         where = f"checkpoint {self.directory / str(step)}"
         self._check_json_items(step, state=True)
         layout = self._read(step, layout=ocp.args.JsonRestore()).layout
-        abstract, finish = _plan_restore(layout, target, where)
+        abstract, finish = _plan_restore(layout, target, where, partial=partial)
         items = dict(data_state=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
-        if abstract:
+        if abstract and not partial:
             items["state"] = ocp.args.StandardRestore(abstract)
         restored = self._read(step, **items)
+        if abstract and partial:
+            return finish(self._read_part(step, abstract)), restored.data_state, restored.meta
         return finish(restored.state if abstract else {}), restored.data_state, restored.meta
 
     def read_meta(self, step: int | None = None) -> dict:
@@ -202,10 +208,26 @@ class Checkpointer:
         try:
             return self._manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as err:
-            damage = _describe_damage(str(self.directory / str(step)), err)
-            if damage is None:
-                raise
-            raise CorruptCheckpointError(self.directory, step, *damage) from err
+            raise self._as_corrupt(step, err) from err
+
+    def _read_part(self, step: int, abstract: dict) -> dict:
+        """The leaves of `abstract` (a part of the saved state tree) read from step's state item alone. A
+        separate PyTree reader: the manager's `state` item is bound to the StandardSave handler, which
+        has no partial restore."""
+        _quiet_closed_loop_noise()
+        restore_args = jax.tree.map(_restore_args, abstract)
+        try:
+            with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+                return reader.restore(self.directory / str(step) / "state",
+                                      args=ocp.args.PyTreeRestore(abstract, restore_args=restore_args,
+                                                                  partial_restore=True))
+        except Exception as err:
+            raise self._as_corrupt(step, err) from err
+
+    def _as_corrupt(self, step: int, err: Exception) -> Exception:
+        """CorruptCheckpointError when orbax's `err` comes from a damaged file of `step`, else `err` itself."""
+        damage = _describe_damage(str(self.directory / str(step)), err)
+        return err if damage is None else CorruptCheckpointError(self.directory, step, *damage)
 
     def _resolve(self, step: int | None) -> int:
         steps = self.all_steps()
@@ -378,13 +400,14 @@ def _to_storage(state) -> tuple[dict, dict]:
     return arrays, {"version": LAYOUT_VERSION, "leaves": leaves}
 
 
-def _plan_restore(layout: dict, target, where: str) -> tuple[dict, Callable[[dict], Any]]:
-    """(abstract nested dict for orbax, function rebuilding the target-shaped tree from orbax's result)."""
+def _plan_restore(layout: dict, target, where: str, *, partial: bool = False) -> tuple[dict, Callable[[dict], Any]]:
+    """(abstract nested dict for orbax, function rebuilding the target-shaped tree from orbax's result).
+    partial: saved leaves the target lacks are left out (not an error)."""
     entries, treedef = _flatten(target)
     saved = {tuple(row["path"]): row for row in layout["leaves"]}
     wanted = {path for path, _ in entries}
     missing = [path for path, _ in entries if path not in saved]
-    extra = [path for path in saved if path not in wanted]
+    extra = [] if partial else [path for path in saved if path not in wanted]
     if missing or extra:
         first = (f"the target has {_show(missing[0])!r}, which the checkpoint lacks" if missing else
                  f"the checkpoint has {_show(extra[0])!r}, which the target lacks")
@@ -437,6 +460,13 @@ def _abstract_leaf(path, row: dict, leaf, where: str):
     if isinstance(leaf, (np.ndarray, np.generic)):
         return np.zeros(shape, leaf.dtype)  # orbax restores numpy targets as numpy arrays
     return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=_sharding_of(leaf, name))
+
+
+def _restore_args(leaf) -> ocp.RestoreArgs:
+    """orbax's per-leaf restore arguments for a leaf of `_plan_restore`'s abstract tree (partial restore)."""
+    if isinstance(leaf, np.ndarray):
+        return ocp.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
+    return ocp.ArrayRestoreArgs(sharding=leaf.sharding, dtype=leaf.dtype, global_shape=leaf.shape)
 
 
 def _sharding_of(leaf, name: str):

@@ -367,18 +367,16 @@ def _sync_hosts(name: str) -> None:
 
 
 def trained_model(config: TrainConfig, checkpoint_dir: str | Path, *, step: int | None = None, backbone=None):
-    """The model of a run's checkpoint (base reloaded from config.model, trainable weights restored)."""
+    """The model of a run's checkpoint (base reloaded from config.model, trainable weights restored).
+    Only the checkpoint's params are read: its optimizer state (AdamW's two moments, twice the trained
+    weights) is never loaded."""
     model, trainable_filter = build_model(config, backbone=backbone)
     graphdef, trainable, frozen = nnx.split(model, trainable_filter, ...)
     with Checkpointer(checkpoint_dir) as checkpointer:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                                sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
                                 trainable)
-        tx = make_optimizer(config, 1)
-        opt_abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
-            jax.eval_shape(tx.init, trainable))
-        state, _, meta = checkpointer.restore(step, {"params": abstract, "opt_state": opt_abstract})
+        state, _, meta = checkpointer.restore(step, {"params": abstract}, partial=True)
     return nnx.merge(graphdef, state["params"], frozen), meta
 
 
