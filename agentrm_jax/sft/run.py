@@ -52,7 +52,9 @@ def write_policy(config, sft: SFTSection, *, tokenizer, backbone=None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     extra = {"step": meta.get("step"), "max_new_tokens": sft.max_new_tokens, "trained_by": "agentrm sft"}
     if config.finetune == "lora":
-        save_adapters(model, tmp, base=base, rank=config.lora.rank, alpha=config.lora.alpha, extra=extra)
+        # the fingerprint the checkpoint took of the base it trained on (None before fingerprints: taken now)
+        save_adapters(model, tmp, base=base, rank=config.lora.rank, alpha=config.lora.alpha, extra=extra,
+                      base_fingerprint=meta.get("base"))
     else:
         from agentrm_jax.models import save_pretrained
 

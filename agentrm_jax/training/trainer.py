@@ -27,7 +27,7 @@ A resume with another run length (steps, or epochs over the data) rebuilds the w
 for the new length and says so (stderr, notes, a metrics.jsonl row, the checkpoints' `lr_schedule`):
 the optimizer's step count continues, so the remaining steps take the new length's rates and the steps
 done keep theirs. Every checkpoint records a fingerprint of `config.model`'s weight files
-(`training.base_fingerprint`); a resume on other base weights is refused.
+(`models.base_fingerprint`); a resume on other base weights is refused.
 The step has no random ops: the data order (seeded, its iterator state checkpointed) is the run's only
 randomness after initialisation.
 """
@@ -46,7 +46,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from agentrm_jax.training.base_fingerprint import base_fingerprint, describe, fingerprint_change
+from agentrm_jax.models.base_fingerprint import base_fingerprint, describe, fingerprint_change
 from agentrm_jax.training.checkpoint import Checkpointer, CorruptCheckpointError
 from agentrm_jax.training.config import TrainConfig, flat_config
 from agentrm_jax.training.data import TrainBatches, load_examples
@@ -111,7 +111,7 @@ def _check_resumable(saved: dict, config: TrainConfig, directory: Path) -> None:
 
 
 def _check_base(meta: dict, base: dict | None, config: TrainConfig, directory: Path, note) -> None:
-    """Refuses a resume whose base weights differ from the run's (`training.base_fingerprint`); a
+    """Refuses a resume whose base weights differ from the run's (`models.base_fingerprint`); a
     checkpoint saved before fingerprints existed is resumed with a warning."""
     saved = meta.get("base")
     if base is None:

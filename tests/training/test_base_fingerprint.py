@@ -1,4 +1,4 @@
-"""The base weights' fingerprint (`training.base_fingerprint`): recorded in every checkpoint's meta, and a
+"""The base weights' fingerprint (`models.base_fingerprint`): recorded in every checkpoint's meta, and a
 resume whose `TrainConfig.model` now holds other weights is refused in one line naming the run directory and
 both fingerprints; a checkpoint from before fingerprints resumes with a warning. The fingerprint reads ~2 MiB
 a file (header, samples, tail), and still tells apart a same-shaped checkpoint written over the old one."""
@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from agentrm_jax.training.base_fingerprint import base_fingerprint, describe, fingerprint_change
+from agentrm_jax.models.base_fingerprint import base_fingerprint, describe, fingerprint_change
 from agentrm_jax.training.checkpoint import Checkpointer
 from agentrm_jax.training.config import TrainConfig
 from agentrm_jax.training.trainer import train

@@ -1,5 +1,6 @@
-"""The identity of a run's base weights, cheap enough to take at every start: a resumed run must train on
-the backbone it started on (its frozen weights are reloaded from `TrainConfig.model`, not checkpointed).
+"""The identity of a model's base weights, cheap enough to take at every start: a resumed run must train on
+the backbone it started on (its frozen weights are reloaded from `TrainConfig.model`, not checkpointed),
+and LoRA adapters (`models.adapters`) must be applied to the base they were trained on.
 
     base_fingerprint(path) -> {"path": str, "files": {name: {"size": bytes, "sha256": hex}}}
     fingerprint_change(saved, current) -> None, or what differs, in words
