@@ -1,17 +1,37 @@
 """Periodic held-in evaluation of a policy in training: greedy episodes played with the model as it is.
 
     EpisodeEval(envs, seeds, tokenizer, ...)(step, model) -> {"play_success": ..., "play_progress": ..., per env}
+    inference_model(model) -> the model as inference runs it (remat and scanned layers off), weights shared
 
 The trainer calls it at its eval points (`training.trainer.train(evaluator=...)`); each env's seeds
 play in lockstep (`agents.loop.play_lockstep`, one batched policy call per turn) through a
 `JaxPolicy` over the trained model, adapters unmerged. Numbers are means over the episodes.
+
+The trainer's model carries the run's compute settings (`training.model.backbone_options`): remat and
+scanned layers are memory savers for the backward pass, which sampling never takes; under a KV cache a
+scanned forward stacks every layer's weights and cache into [L, ...] copies at each decode step. So the
+episodes play `inference_model(model)`: the same weights (no copy) with the plain forward.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
-__all__ = ["EpisodeEval"]
+__all__ = ["EpisodeEval", "inference_model"]
+
+
+def inference_model(model):
+    """`model` (a LlamaForCausalLM) with remat "none" and scan_layers False: a new module over the same
+    weight arrays (nothing copied), or `model` itself when it already runs plain. `model` is unchanged."""
+    from flax import nnx
+
+    config = model.config
+    if config.remat == "none" and not config.scan_layers:
+        return model
+    plain = nnx.merge(*nnx.split(model))
+    plain.config = dataclasses.replace(config, remat="none", scan_layers=False)  # static: read when traced
+    return plain
 
 
 class EpisodeEval:
@@ -25,11 +45,16 @@ class EpisodeEval:
         self.max_turns, self.max_new_tokens = max_turns, max_new_tokens
         self.envs = {name: [make_env(name, seed=s, split=split) for s in self.seeds] for name in envs}
 
-    def __call__(self, step: int, model) -> dict[str, float]:
-        from agentrm_jax.agents.loop import play_lockstep
+    def policy(self, model):
+        """The greedy `JaxPolicy` the episodes play: over `inference_model(model)`."""
         from agentrm_jax.agents.policies import JaxPolicy
 
-        policy = JaxPolicy(model, self.tokenizer, max_new_tokens=self.max_new_tokens)
+        return JaxPolicy(inference_model(model), self.tokenizer, max_new_tokens=self.max_new_tokens)
+
+    def __call__(self, step: int, model) -> dict[str, float]:
+        from agentrm_jax.agents.loop import play_lockstep
+
+        policy = self.policy(model)
         out: dict[str, float] = {}
         success, progress = [], []
         for name, envs in self.envs.items():
