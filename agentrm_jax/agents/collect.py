@@ -15,9 +15,11 @@ The deviating steps are listed in `meta["noisy_steps"]`: SFT trains on the recov
 
 Records: id `{env}/{split}/{seed}` (with noise: `.../noise{p}-{noise_seed}`, so clean and noisy demos
 of one task can share a file), success / progress from the env, `meta` with split, seed, the collect
-settings and the noisy steps. Resumable: episodes whose id is already in `out` are skipped (a torn last
-line from a kill is repaired first), so a rerun never writes a duplicate; an id already there with
-other collect settings is refused (file:line), never overwritten.
+settings (policy, noise, noise seed and the turn limit in effect: `--max-turns` capped by the env's own)
+and the noisy steps. Resumable: episodes whose id is already in `out` are skipped (a torn last line from
+a kill is repaired first), so a rerun never writes a duplicate; an id already there with other collect
+settings (another turn limit included: a demo cut at 10 turns is not one of 30) is refused in one line
+naming file:line and the settings that differ, never overwritten or mixed in.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ def episode_id(env_name: str, split: str, seed: int, noise: float = 0.0, noise_s
     return base if noise == 0 else f"{base}/noise{noise:g}-{noise_seed}"
 
 
+def _turn_limit(env, max_turns: int | None) -> int:
+    """The turn limit an episode of `env` plays under: `max_turns` (None: the env's own), at most the env's."""
+    return min(max_turns or env.max_turns, env.max_turns)
+
+
 def _replans(env) -> bool:
     return hasattr(env, "expert_actions_from_here")
 
@@ -95,7 +102,7 @@ def expert_episode(env, seed: int, *, split: str | None = None, noise: float = 0
     name = getattr(env, "name", "env")
     split = split or getattr(env, "split", "train")
     first = env.reset(seed)
-    limit = min(max_turns or env.max_turns, env.max_turns)
+    limit = _turn_limit(env, max_turns)
     rng = random.Random(f"collect/{name}/{split}/{seed}/{noise}/{rng_seed}")
     replan = _replans(env)
     walkthrough = [] if replan else list(env.expert_actions())
@@ -128,7 +135,7 @@ def expert_episode(env, seed: int, *, split: str | None = None, noise: float = 0
             cursor += 1
         previous_noisy = deviating
     meta = {"split": split, "seed": seed, "turns": len(steps),
-            COLLECT_META: {"policy": "expert", "noise": noise, "noise_seed": rng_seed}, NOISY_STEPS: noisy}
+            COLLECT_META: _settings(noise, rng_seed, limit), NOISY_STEPS: noisy}
     return Trajectory(task=name, instruction=str(first), steps=tuple(steps),
                       id=episode_id(name, split, seed, noise, rng_seed), success=bool(env.success),
                       progress=min(max(float(env.progress), 0.0), 1.0), meta=meta)
@@ -145,9 +152,23 @@ class CollectReport:
     failed_ids: tuple[str, ...] = ()
 
 
-def _existing(out: Path, settings: dict, wanted: set[str]) -> set[str]:
-    """Ids already in `out` (its torn last line repaired); one of the `wanted` ids made under other
-    settings (a hand-edited file) is refused."""
+def _settings(noise: float, noise_seed: int, max_turns: int) -> dict:
+    """The collect settings a demo records (meta["collect"]): what decides its steps besides env and seed."""
+    return {"policy": "expert", "noise": noise, "noise_seed": noise_seed, "max_turns": max_turns}
+
+
+def _differences(made, wanted: dict) -> tuple[str, str]:
+    """('k=v, ...' as recorded, 'k=v, ...' as wanted) over the settings that differ."""
+    if not isinstance(made, dict):
+        return f"settings {made!r}", ", ".join(f"{k}={v!r}" for k, v in wanted.items())
+    keys = [k for k in wanted if made.get(k, "unrecorded") != wanted[k]] + [k for k in made if k not in wanted]
+    show = lambda d, k: "unrecorded" if k not in d else repr(d[k])  # noqa: E731
+    return (", ".join(f"{k}={show(made, k)}" for k in keys), ", ".join(f"{k}={show(wanted, k)}" for k in keys))
+
+
+def _existing(out: Path, wanted: dict[str, dict]) -> set[str]:
+    """Ids already in `out` (its torn last line repaired); a record of one of the `wanted` ids made under
+    other settings than `wanted[id]` (another --max-turns, --noise-seed, a hand-edited file) is refused."""
     ids = set()
     for lineno, row in read_object_lines(out, repair=True):
         try:
@@ -156,9 +177,11 @@ def _existing(out: Path, settings: dict, wanted: set[str]) -> set[str]:
             raise RecordError(f"{e}; --out must be a JSONL file of trajectories to resume",
                               path=str(out), line=lineno) from None
         made = (record.meta or {}).get(COLLECT_META)
-        if record.id in wanted and made != settings:
-            raise RecordError(f"{record.id} was collected with {made}, not {settings}; use another --out "
-                              "(the file is left as it is)", path=str(out), line=lineno)
+        if record.id in wanted and made != wanted[record.id]:
+            before, now = _differences(made, wanted[record.id])
+            raise RecordError(f"{record.id} was collected with {before}, but this run has {now}; use another "
+                              "--out, or the same settings to resume (the file is left as it is)",
+                              path=str(out), line=lineno)
         if record.id in ids:
             raise RecordError(f"id {record.id!r} appears twice", path=str(out), line=lineno)
         ids.add(record.id)
@@ -179,13 +202,15 @@ def collect(envs: Sequence[str], *, seeds: Iterable[int], out: str | os.PathLike
         raise ValueError("--envs names no environment")
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"--noise must be in [0, 1], got {noise}")
+    if max_turns is not None and (isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1):
+        raise ValueError(f"--max-turns must be an integer >= 1, got {max_turns!r}")
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a directory; give a JSONL file")
     seeds = list(seeds)
-    settings = {"policy": "expert", "noise": noise, "noise_seed": noise_seed}
     built = {name: make_env(name, seed=0, split=split) for name in dict.fromkeys(envs)}  # unknown names fail here
-    done = _existing(out, settings, {episode_id(n, split, s, noise, noise_seed) for n in built for s in seeds})
+    settings = {name: _settings(noise, noise_seed, _turn_limit(env, max_turns)) for name, env in built.items()}
+    done = _existing(out, {episode_id(n, split, s, noise, noise_seed): settings[n] for n in built for s in seeds})
     todo = [(name, s) for name in built for s in seeds if episode_id(name, split, s, noise, noise_seed) not in done]
     skipped = len(built) * len(seeds) - len(todo)
     probes: dict[str, object] = {}

@@ -81,6 +81,36 @@ def test_collect_refuses_a_record_of_its_id_made_otherwise(tmp_path):
         collect(["maze"], seeds=[0], out=out, progress=False)
 
 
+def test_a_resume_under_another_turn_limit_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "demos.jsonl"
+    first = collect(["maze"], seeds=range(2), out=out, progress=False, max_turns=3)  # cut short
+    assert first.failed == 2 and all(t.meta["collect"]["max_turns"] == 3 and len(t.steps) == 3 for t in read_jsonl(out))
+    before = out.read_text()
+    assert main(["collect", "--envs", "maze", "--seeds", "0-2", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "demos.jsonl:1: maze/train/0 was collected with max_turns=3, but this run has " \
+        "max_turns=30" in err
+    assert out.read_text() == before  # nothing appended under the other limit
+    # the limit in effect is what counts: --max-turns above the env's own (30) is the env's own
+    default = tmp_path / "default.jsonl"
+    collect(["maze"], seeds=range(2), out=default, progress=False)
+    again = collect(["maze"], seeds=range(3), out=default, progress=False, max_turns=50)
+    assert (again.written, again.skipped) == (1, 2)
+    with pytest.raises(ValueError, match=r"--max-turns must be an integer >= 1, got 0"):
+        collect(["maze"], seeds=[0], out=default, progress=False, max_turns=0)
+
+
+def test_a_record_from_before_turn_limits_were_recorded_is_refused(tmp_path):
+    out = tmp_path / "demos.jsonl"
+    collect(["maze"], seeds=[0], out=out, progress=False)
+    row = json.loads(out.read_text())
+    del row["meta"]["collect"]["max_turns"]
+    out.write_text(json.dumps(row) + "\n")
+    with pytest.raises(RecordError, match=r"demos.jsonl:1: maze/train/0 was collected with max_turns=unrecorded, "
+                                          r"but this run has max_turns=30"):
+        collect(["maze"], seeds=[0], out=out, progress=False)
+
+
 def test_parse_seeds():
     assert parse_seeds("0-3,7,2") == [0, 1, 2, 3, 7]
     for bad in ("", "a", "5-2", "-1"):
