@@ -3,7 +3,6 @@ per episode to a JSONL file, each step with a thought from `agents.thoughts` tha
 
     collect(envs, seeds=range(200), split="train", out="demos.jsonl", noise=0.0) -> CollectReport
     expert_episode(env, seed, noise=0.0, rng_seed=0, probe=None) -> Trajectory
-    parse_seeds("0-199,250") -> [0, ..., 199, 250]
 
 Noise (diversity with recoveries): with probability `noise` a step takes a random non-expert action
 instead (never two in a row), but only one after which the expert still solves the task (checked on
@@ -34,27 +33,10 @@ from pathlib import Path
 from agentrm_jax.agents.thoughts import deviation_thought, explain
 from agentrm_jax.records import RecordError, Step, Trajectory, append_jsonl, read_object_lines
 
-__all__ = ["CollectReport", "collect", "episode_id", "expert_episode", "parse_seeds"]
+__all__ = ["CollectReport", "collect", "episode_id", "expert_episode"]
 
 COLLECT_META = "collect"
 NOISY_STEPS = "noisy_steps"
-
-
-def parse_seeds(text: str) -> list[int]:
-    """Seeds from "0-199", "3", "0-9,20-29" (ranges inclusive); ValueError names the bad part."""
-    seeds: list[int] = []
-    for part in filter(None, (p.strip() for p in str(text).split(","))):
-        lo, sep, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise ValueError(f"--seeds {text!r}: {part!r} is not N or N-M") from None
-        if a < 0 or b < a:
-            raise ValueError(f"--seeds {text!r}: {part!r} must be N-M with 0 <= N <= M")
-        seeds.extend(range(a, b + 1))
-    if not seeds:
-        raise ValueError(f"--seeds {text!r} names no seeds; give e.g. 0-199")
-    return list(dict.fromkeys(seeds))
 
 
 def episode_id(env_name: str, split: str, seed: int, noise: float = 0.0, noise_seed: int = 0) -> str:

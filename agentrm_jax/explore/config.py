@@ -2,7 +2,7 @@
 
     ExploreConfig.from_yaml("configs/explore_cpu.yaml", overrides)   file:line errors; flags override keys
     ExploreConfig.from_dict({...}, source="command line")
-    parse_seeds("0-99") / parse_seeds("0,3,7") / parse_seeds("0-4,9")
+    parse_seeds("0-99") / parse_seeds("0,3,7") / parse_seeds("0-4,9")   (`agents.seeds`, shared with collect)
 
 `tree_fields()` is the part of the config that decides what the trees are (everything but the seed list,
 the output path and where the trees grow: workers, ray, gpus_per_worker): it is written in the trees
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentrm_jax.agents.factory import check_kv_cache_mb
+from agentrm_jax.agents.seeds import parse_seeds
 
 __all__ = ["ExploreConfig", "ExploreConfigError", "VALUE_KINDS", "parse_seeds"]
 
@@ -36,39 +37,6 @@ class ExploreConfigError(ValueError):
     def __init__(self, message: str, field: str):
         super().__init__(message)
         self.field = field
-
-
-def parse_seeds(text: str | int | list) -> tuple[int, ...]:
-    """Task seeds from "0-99" (inclusive range), "0,3,7", "0-4,9", a YAML list, or a count N (= 0..N-1)."""
-    if isinstance(text, bool):
-        raise ExploreConfigError(f"seeds must be a range like 0-99, a list or a count, got {text!r}", "seeds")
-    if isinstance(text, int):
-        if text < 1:
-            raise ExploreConfigError(f"seeds as a count must be >= 1, got {text}", "seeds")
-        return tuple(range(text))
-    if isinstance(text, (list, tuple)):
-        parts = [str(x) for x in text]
-    else:
-        parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    seeds: list[int] = []
-    try:
-        for part in parts:
-            lo, sep, hi = part.partition("-")
-            if sep:
-                a, b = int(lo), int(hi)
-                if b < a:
-                    raise ValueError
-                seeds.extend(range(a, b + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise ExploreConfigError(f"seeds must be a range like 0-99, a list like 0,3,7 or both (0-4,9), got "
-                                 f"{text!r}", "seeds") from None
-    if not seeds or min(seeds) < 0:
-        raise ExploreConfigError(f"seeds must name at least one non-negative task seed, got {text!r}", "seeds")
-    if len(set(seeds)) != len(seeds):
-        raise ExploreConfigError(f"seeds name a task twice: {text!r}", "seeds")
-    return tuple(seeds)
 
 
 def _int(name: str, value: Any, lo: int, allow_none: bool = False) -> None:
@@ -136,8 +104,10 @@ class ExploreConfig:
     def __post_init__(self):
         if not isinstance(self.env, str) or not self.env:
             raise ExploreConfigError(f"env must name an environment, got {self.env!r}", "env")
-        object.__setattr__(self, "seeds", parse_seeds(list(self.seeds) if isinstance(self.seeds, tuple)
-                                                      else self.seeds))
+        try:
+            object.__setattr__(self, "seeds", parse_seeds(self.seeds))
+        except ValueError as e:
+            raise ExploreConfigError(str(e), "seeds") from None
         if self.split not in ("train", "test"):
             raise ExploreConfigError(f"split must be train or test, got {self.split!r}", "split")
         if not isinstance(self.policy, str) or not (

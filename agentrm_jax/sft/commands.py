@@ -9,11 +9,12 @@ __all__ = ["register"]
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from agentrm_jax.agents.collect import collect, parse_seeds
+    from agentrm_jax.agents.collect import collect
+    from agentrm_jax.agents.seeds import parse_seeds
 
     if args.policy != "expert":
         raise ValueError(f"--policy {args.policy!r}: collect plays the env's expert only (--policy expert)")
-    seeds = parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds, what="--seeds")
     report = collect(args.envs, seeds=seeds, out=args.out, split=args.split, noise=args.noise,
                      noise_seed=args.noise_seed, progress=not args.no_progress, max_turns=args.max_turns)
     failed = f"; {report.failed} demos did not succeed ({', '.join(report.failed_ids[:5])}" \

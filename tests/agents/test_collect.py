@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from agentrm_jax.agents.collect import collect, episode_id, expert_episode, parse_seeds
+from agentrm_jax.agents.collect import collect, episode_id, expert_episode
+from agentrm_jax.agents.seeds import parse_seeds
 from agentrm_jax.agents.factory import make_env
 from agentrm_jax.cli import main
 from agentrm_jax.records import RecordError, read_jsonl
@@ -111,11 +112,29 @@ def test_a_record_from_before_turn_limits_were_recorded_is_refused(tmp_path):
         collect(["maze"], seeds=[0], out=out, progress=False)
 
 
-def test_parse_seeds():
-    assert parse_seeds("0-3,7,2") == [0, 1, 2, 3, 7]
-    for bad in ("", "a", "5-2", "-1"):
-        with pytest.raises(ValueError, match="--seeds"):
-            parse_seeds(bad)
+def test_parse_seeds_one_parser_for_collect_and_explore():
+    from agentrm_jax.explore.config import ExploreConfig
+
+    import agentrm_jax.explore.config as explore_config
+
+    assert parse_seeds("0-3,7") == (0, 1, 2, 3, 7) and parse_seeds([9, "0-1"]) == (9, 0, 1)
+    assert parse_seeds(3) == (0, 1, 2)  # a YAML count
+    for bad, why in [("", "at least one"), ("a", "a range like 0-99"), ("5-2", "a range like"), ("-1", "a range"),
+                     ("0-3,2", "name task 2 twice"), (0, "as a count must be >= 1")]:
+        with pytest.raises(ValueError, match=f"^--seeds .*{why}") as err:
+            parse_seeds(bad, what="--seeds")
+        assert "\n" not in str(err.value)
+    assert explore_config.parse_seeds is parse_seeds  # explore parses with the same function
+    with pytest.raises(ValueError, match=r"^seeds name task 2 twice") as err:
+        ExploreConfig(env="maze", seeds="0-3,2")
+    assert err.value.field == "seeds"  # an ExploreConfigError, so YAML errors point at the key's line
+
+
+def test_collect_names_bad_seeds_in_one_line(tmp_path, capsys):
+    out = tmp_path / "d.jsonl"
+    assert main(["collect", "--envs", "maze", "--seeds", "0-3,2", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--seeds name task 2 twice: '0-3,2'" in err and not out.exists()
 
 
 def test_collect_command(tmp_path, capsys):
