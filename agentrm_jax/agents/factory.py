@@ -34,7 +34,8 @@ def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0,
                 kv_cache_mb: float = 0.0):
     """A policy from its CLI name.
 
-    bundled (our JAX model; `model` names another path), expert / random (built for the task `env` is
+    bundled (our JAX model; `model` names another path), an offline model's name (`models.offline_models`:
+    qwen2.5-coder-0.5b), expert / random (built for the task `env` is
     reset to; `env` is needed only for these two), an `agentrm sft` run directory (its policy/: base +
     LoRA adapters unmerged, or the whole fine-tuned model), a model path (an HF directory or a .gguf
     file, run in-process), or http(s)://URL[#model] (an OpenAI-compatible server; `#model` or `model` names the
@@ -64,6 +65,10 @@ def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0,
             names = policy.models()
             policy.model = names[0] if names else "default"
         return policy
+    from agentrm_jax.models.offline_models import OFFLINE_MODELS
+
+    if spec in OFFLINE_MODELS:  # a larger model installed offline by name, e.g. qwen2.5-coder-0.5b
+        return JaxPolicy.from_pretrained(spec, **jax_kwargs)
     path = Path(spec).expanduser()
     if path.is_dir() and ((path / "policy").is_dir() or (path / "adapters.json").is_file()
                           or (path / "train_config.json").is_file()):
@@ -73,5 +78,5 @@ def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0,
         return JaxPolicy(model, tokenizer, **jax_kwargs)
     if path.exists():
         return JaxPolicy.from_pretrained(str(path), **jax_kwargs)
-    raise ValueError(f"--policy must be bundled, expert, random, an existing model path (HF directory or "
-                     f".gguf) or an http(s):// URL, got {spec!r}")
+    raise ValueError(f"--policy must be bundled, expert, random, {', '.join(OFFLINE_MODELS)}, an existing model "
+                     f"path (HF directory or .gguf) or an http(s):// URL, got {spec!r}")

@@ -349,6 +349,12 @@ def test_an_installed_split_model_loads_by_name(tiny_parts, tmp_path, monkeypatc
     np.testing.assert_array_equal(np.asarray(ours(ids, np.ones_like(ids))),
                                   np.asarray(reference(ids, np.ones_like(ids))))
     assert tokenizer.eos_token == "<|im_end|>"
+    from agentrm_jax.agents.factory import make_policy  # the name works as a --policy too
+    from agentrm_jax.agents.policies import JaxPolicy
+
+    policy = make_policy("tiny-qwen2", max_new_tokens=4)
+    assert isinstance(policy, JaxPolicy) and policy.tokenizer.eos_token == "<|im_end|>"
+    assert policy.sampler.model.config.model_type == "qwen2"
 
 
 def test_damaged_or_missing_parts_are_refused_naming_the_part(tiny_parts, tmp_path, monkeypatch):
