@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentrm_jax.agents.factory import check_kv_cache_mb
+from agentrm_jax.models.offline_models import OFFLINE_MODELS
 from agentrm_jax.yaml_config import check_keys, read_mapping
 
 __all__ = ["EvalConfig", "Method", "parse_methods"]
@@ -41,7 +42,7 @@ __all__ = ["EvalConfig", "Method", "parse_methods"]
 METHODS = ("greedy", "best_of_n", "beam")
 _ALIASES = {"greedy": "greedy", "best_of_n": "best_of_n", "bon": "best_of_n", "beam": "beam", "beam_search": "beam"}
 _SHAPE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
-MODEL_POLICIES = ("bundled",)
+MODEL_POLICIES = ("bundled", *OFFLINE_MODELS)  # models named, not given by path (qwen2.5-coder-0.5b)
 TASK_POLICIES = ("expert", "random")  # built per task from an env reset to that task
 DEFAULT_MAX_NEW_TOKENS = 96
 
