@@ -5,6 +5,7 @@
     models <- sampling <- agents <- search <- evaluate
     rewards, training                       models and the records (training also rewards: it trains them)
     sft                                     policy SFT: agents (prompts, episodes) over training (the trainer)
+    pipeline                                on top: `agentrm demo`'s stages call every stage package in process
 
 `agentrm_jax/cli.py` and every `commands.py` are the CLI layer: they only parse,
 call the library and print, and may import any package. Imports inside
@@ -31,6 +32,8 @@ ALLOWED: dict[str, set[str]] = {
     "explore": BASE | {"models", "sampling", "envs", "agents", "rewards", "search"},
     "evaluate": BASE | {"models", "sampling", "envs", "agents", "rewards", "search", "explore", "training"},
     "sft": BASE | {"models", "sampling", "envs", "agents", "rewards", "training"},
+    "pipeline": BASE | {"models", "sampling", "envs", "agents", "rewards", "search", "explore", "evaluate",
+                        "training", "sft"},
 }
 CLI_LAYER = {"cli"}
 

@@ -38,10 +38,11 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _demos(cfg: DemoConfig, ctx: StageContext) -> str:
-    from agentrm_jax.agents.collect import collect, parse_seeds
+    from agentrm_jax.agents.collect import collect
+    from agentrm_jax.agents.seeds import parse_seeds
 
     section = cfg.demos
-    report = collect(section.envs, seeds=parse_seeds(section.seeds), out=ctx.dir / "demos.jsonl", split="train")
+    report = collect(section.envs, seeds=parse_seeds(section.seeds, what="demos.seeds"), out=ctx.dir / "demos.jsonl", split="train")
     rows = _read_jsonl(ctx.dir / "demos.jsonl")
     won = sum(bool(r.get("success")) for r in rows)
     return (f"{len(rows)} expert demos of {', '.join(section.envs)} (train seeds {section.seeds}), {won} successful "

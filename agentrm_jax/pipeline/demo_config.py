@@ -37,12 +37,9 @@ def _float(section: str, name: str, value: Any, lo: float, hi: float | None = No
 
 
 def _seeds(section: str, value: Any) -> None:
-    from agentrm_jax.agents.collect import parse_seeds
+    from agentrm_jax.agents.seeds import parse_seeds
 
-    try:
-        parse_seeds(str(value))
-    except ValueError as e:
-        raise ValueError(f"{section}.seeds: {e}") from None
+    parse_seeds(value, what=f"{section}.seeds")
 
 
 def _envs(section: str, name: str, value: Any) -> None:
