@@ -2,8 +2,9 @@
 
 Each PNG has success rate (top) and mean progress (bottom) against N for
 Best-of-N, random pick and pass@N (left) and against the beam width for beam
-search (right), with 95% bands and greedy as a horizontal line. matplotlib is
-imported only when a plot is drawn.
+search (right), with 95% bands and greedy as a horizontal line. `plot_heatmap`
+draws a rows x columns grid of values (the transfer study's policy-FT and RM-FT
+maps). matplotlib is imported only when a plot is drawn.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from agentrm_jax.evaluate.summary import Cell, Summary
 
-__all__ = ["plot_scaling"]
+__all__ = ["plot_heatmap", "plot_scaling"]
 
 
 def _series(summary: Summary, column: str, kind: str) -> dict[tuple[str, str, float, int], list[tuple[int, Cell]]]:
@@ -117,3 +118,43 @@ def plot_scaling(summary: Summary, out_dir: str | os.PathLike) -> list[Path]:
     elif summary.envs:  # one env: its plot is the mean
         paths.append(_plot_column(summary, summary.envs[0], out_dir / "scaling_mean.png"))
     return paths
+
+
+def plot_heatmap(values, row_labels, column_labels, path: str | os.PathLike, *, title: str, value_label: str,
+                 notes=None, vmin: float = 0.0, vmax: float = 1.0) -> Path:
+    """One heat map PNG: `values[i][j]` (floats, nan = not run, drawn blank) for row i, column j.
+
+    values: [R, C] nested sequences; row_labels: R names; column_labels: C names; notes: optional [R, C]
+    strings printed in the cells (default: the value to two decimals); vmin / vmax: the colour scale.
+    Raises ValueError when the shapes disagree. Returns the path written.
+    """
+    rows = [list(map(float, r)) for r in values]
+    if len(rows) != len(row_labels) or any(len(r) != len(column_labels) for r in rows):
+        raise ValueError(f"plot_heatmap: values are {len(rows)} x {[len(r) for r in rows]}, labels "
+                         f"{len(row_labels)} x {len(column_labels)}")
+    if notes is not None and (len(notes) != len(rows) or any(len(n) != len(column_labels) for n in notes)):
+        raise ValueError("plot_heatmap: notes must have the shape of values")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    grid = np.ma.masked_invalid(np.asarray(rows, dtype=float).reshape(len(row_labels), len(column_labels)))
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(column_labels), 1.6 + 0.6 * len(row_labels)))
+    image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(column_labels)), labels=list(column_labels), rotation=35, ha="right")
+    ax.set_yticks(range(len(row_labels)), labels=list(row_labels))
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            text = notes[i][j] if notes is not None else ("" if math.isnan(value) else f"{value:.2f}")
+            shade = 0.0 if math.isnan(value) else (value - vmin) / ((vmax - vmin) or 1.0)
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if shade > 0.6 else "white")
+    fig.colorbar(image, ax=ax, label=value_label)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
