@@ -55,7 +55,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 _COMMAND_MODULES = ("agentrm_jax.rewards.commands", "agentrm_jax.agents.commands",
                     "agentrm_jax.evaluate.commands", "agentrm_jax.training.commands", "agentrm_jax.envs.commands",
                     "agentrm_jax.explore.commands", "agentrm_jax.sft.commands",
-                    "agentrm_jax.pipeline.commands")
+                    "agentrm_jax.pipeline.commands", "agentrm_jax.pipeline.reproduce_commands")
 _BENCHMARKS = {"models": "bench_models.py", "rewards": "bench_rewards.py", "train": "bench_train.py",
                "episodes": "bench_episodes.py"}
 
