@@ -139,10 +139,12 @@ def _rm(cfg: DemoConfig, ctx: StageContext) -> str:
     result = train(config)
     losses = [result.losses[k] for k in sorted(result.losses)]
     trend = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else f"last loss {result.last_loss}"
-    ev = result.eval
-    quality = (f"; on the held-back tasks' records MSE {ev['eval_mse']:.3f}"
-               + (f", AUROC {ev['eval_auroc']:.2f}" if ev.get("eval_auroc") == ev.get("eval_auroc") and
-                  "eval_auroc" in ev else "")) if "eval_mse" in ev else ""
+    ev, quality = result.eval, ""
+    if "eval_mse" in ev:
+        quality = f"; on the held-back tasks' records MSE {ev['eval_mse']:.3f}"
+        auroc = ev.get("eval_auroc")
+        if isinstance(auroc, float) and auroc == auroc:  # NaN when the eval values hold one class only
+            quality += f", AUROC {auroc:.2f}"
     return (f"explicit RM ({r.finetune} on the bundled backbone, MSE to MCTS values), {result.step} steps of "
             f"{r.batch_size} ({trend}){quality}")
 
