@@ -135,6 +135,11 @@ _GENERIC_ONE_SHOT = (
 def _example(env_name: str | None) -> tuple[str, list[tuple[str, str, str]]]:
     """The worked example of an env: its own, its alias's, its family's (the name before "_"), else generic."""
     key = (env_name or "").split("/")[0].lower()
+    if key.endswith("_paraphrased"):  # the robustness study's envs: their family's example in their wording
+        from agentrm_jax.envs.paraphrase import PARAPHRASED, paraphrased_example
+
+        if key in PARAPHRASED:
+            return paraphrased_example(key, _example(PARAPHRASED[key]))
     key = _EXAMPLE_ALIASES.get(key, key)
     if key not in ONE_SHOT:
         key = key.split("_")[0]
