@@ -43,6 +43,12 @@ def _split(path):
     return load_split(path)
 
 
+def _reproduce(path):
+    from agentrm_jax.pipeline.reproduce_config import ReproduceConfig
+
+    return ReproduceConfig.from_yaml(path)
+
+
 def _records(path):
     from agentrm_jax.records import read_jsonl
 
@@ -53,7 +59,8 @@ def _records(path):
 
 # (directory relative to configs/, file-name prefix, suffix) -> loader
 LOADERS = {("", "train_", ".yaml"): _train, ("", "eval_", ".yaml"): _eval, ("", "explore_", ".yaml"): _explore,
-           ("", "sft_", ".yaml"): _sft, ("tasks", "", ".yaml"): _split, ("data", "", ".jsonl"): _records}
+           ("", "sft_", ".yaml"): _sft, ("", "reproduce_", ".yaml"): _reproduce,
+           ("tasks", "", ".yaml"): _split, ("data", "", ".jsonl"): _records}
 
 
 def loader_of(path: Path):

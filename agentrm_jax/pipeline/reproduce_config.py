@@ -379,7 +379,7 @@ class ReproduceConfig:
             raise ReproduceConfigError(f"held_out: {sorted(both)[0]!r} is held-in too", "held_out")
         if self.transfer.enabled and not self.sft.per_family:
             raise ReproduceConfigError("transfer.enabled needs sft.per_family: true (the policy fine-tuned on "
-                                       "each family alone)", "transfer.enabled")
+                                       "each family alone)", "sft.per_family")
 
     @property
     def families(self) -> tuple[str, ...]:
