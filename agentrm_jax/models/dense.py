@@ -16,11 +16,11 @@ SMALL_ROWS = 64
 def uses_cpu_layout(x: jax.Array) -> bool:
     """Whether `dense` takes the XLA:CPU small-row path for x: the platform of x's devices when x is a
     concrete array, else (a tracer, under jit) jax's default backend, which jit compiles for."""
-    try:
-        devices = x.sharding.device_set  # a concrete array
-    except Exception:  # a tracer has no devices
+    # Tested before touching x.sharding: on a tracer that attribute raises only after jax builds an error
+    # message by walking the whole jaxpr so far, which made tracing a 30-layer model 3x slower.
+    if isinstance(x, jax.core.Tracer):
         return jax.default_backend() == "cpu"
-    return all(d.platform == "cpu" for d in devices)
+    return all(d.platform == "cpu" for d in x.sharding.device_set)
 
 
 def dense(x: jax.Array, w: jax.Array, *, out_dims: int = 1, out_dtype=None,
