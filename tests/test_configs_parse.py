@@ -1,5 +1,5 @@
 """Every file in configs/ reads with the loader its name says (train_ -> TrainConfig, eval_ -> EvalConfig,
-explore_ -> ExploreConfig, sft_ -> the SFT config, tasks/ -> the task split, data/ -> JSONL records), so a
+explore_ -> ExploreConfig, sft_ -> the SFT config, reproduce_ / demo -> the pipelines', tasks/ -> the task split, data/ -> JSONL records), so a
 stale or misspelled key in a shipped config fails here, naming the file and line, not on a user's machine.
 A file no loader claims fails too: add its loader to LOADERS."""
 
@@ -49,6 +49,12 @@ def _reproduce(path):
     return ReproduceConfig.from_yaml(path)
 
 
+def _demo(path):
+    from agentrm_jax.pipeline.demo_config import DemoConfig
+
+    return DemoConfig.from_yaml(path), DemoConfig.from_yaml(path, quick=True)  # its quick: part too
+
+
 def _records(path):
     from agentrm_jax.records import read_jsonl
 
@@ -60,6 +66,7 @@ def _records(path):
 # (directory relative to configs/, file-name prefix, suffix) -> loader
 LOADERS = {("", "train_", ".yaml"): _train, ("", "eval_", ".yaml"): _eval, ("", "explore_", ".yaml"): _explore,
            ("", "sft_", ".yaml"): _sft, ("", "reproduce_", ".yaml"): _reproduce,
+           ("", "demo", ".yaml"): _demo,
            ("tasks", "", ".yaml"): _split, ("data", "", ".jsonl"): _records}
 
 

@@ -130,10 +130,14 @@ def check_paths(cfg: EvalConfig, *, policy: bool = True, rm: bool = True) -> Non
         for p in rest.split(","):
             _model_path_ok(p.strip(), "rm implicit model")
     else:
+        from agentrm_jax.runs import is_training_run
+
         directory = Path(rest if kind == "explicit" else cfg.rm).expanduser()
-        if not (directory / "config.json").exists():
-            raise FileNotFoundError(f"rm {cfg.rm!r}: {directory} is not an RM directory (no config.json); "
-                                    "give an `agentrm train` output or an HF sequence classifier directory")
+        # an `agentrm train` run directory is scored at its latest checkpoint (build_rm loads it)
+        if not (directory / "config.json").exists() and not is_training_run(directory):
+            raise FileNotFoundError(f"rm {cfg.rm!r}: {directory} is not an RM directory (no config.json) nor an "
+                                    "`agentrm train` run; give a run, its export or an HF sequence classifier "
+                                    "directory")
 
 
 def build_rm(spec: str, *, batch_size: int = 8):

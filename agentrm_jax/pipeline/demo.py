@@ -223,7 +223,7 @@ def next_steps(out: Path) -> list[str]:
             f"play the SFT policy:   agentrm play --env maze --seed 7 --policy {out}/sft/{SFT_RUN}",
             "more seeds and turns:  agentrm eval --config configs/eval_bundled.yaml --rm "
             f"explicit:{out}/rm/{RM_RUN}",
-            "the paper's tables:    agentrm reproduce --config configs/reproduce_mini.yaml (issue 18; not yet here)",
+            "the paper's tables:    agentrm reproduce --config configs/reproduce_mini.yaml",
             "a stronger policy:     agentrm serve (or any OpenAI-compatible server) and --policy http://HOST:PORT/v1"]
 
 

@@ -138,3 +138,26 @@ def test_eval_help_explains_every_flag(capsys):
                  "--max-turns", "--temperature", "--noise"):
         assert flag in out
     assert "resum" in out
+
+
+def test_an_explicit_rm_may_be_a_training_run_directory(tmp_path):
+    """`rm: explicit:RUN` names an `agentrm train` run (scored at its latest checkpoint, as `agentrm score`
+    does): the path check accepts it, and still refuses a folder that is neither a run nor an RM."""
+    import json
+
+    from agentrm_jax.evaluate.config import EvalConfig
+    from agentrm_jax.evaluate.runner import check_paths
+    from agentrm_jax.runs import TRAIN_CONFIG_FILE
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / TRAIN_CONFIG_FILE).write_text(json.dumps({"kind": "explicit"}))
+    cfg = EvalConfig.from_dict({"policy": "expert", "rm": f"explicit:{run}", "envs": ["maze"], "seeds": 1,
+                                "methods": ["best_of_n=2"]}, source="test")
+    check_paths(cfg)  # no error
+    other = tmp_path / "other"
+    other.mkdir()
+    bad = EvalConfig.from_dict({"policy": "expert", "rm": f"explicit:{other}", "envs": ["maze"], "seeds": 1,
+                                "methods": ["best_of_n=2"]}, source="test")
+    with pytest.raises(FileNotFoundError, match="not an RM directory"):
+        check_paths(bad)
