@@ -210,6 +210,9 @@ def _grain_seed(seed: int) -> int:
     return int(np.random.SeedSequence(seed).generate_state(1, np.uint32)[0])
 
 
+_EPOCH_CAP = 1 << 40  # examples the repeated stream holds at most: far beyond any run's steps x batch
+
+
 def _no_threads(dataset: grain.MapDataset) -> grain.DatasetIterator:
     # The examples are in memory and collation is cheap: grain's default
     # ReadOptions (16 threads, 500-element prefetch) would only fight over the GIL
@@ -234,7 +237,11 @@ class TrainBatches:
         self._slice = _host_slice(process_index, process_count, config.batch_size)
         self.batch_rows = (self._slice.stop - self._slice.start) * config.rows_per_example
         records = grain.MapDataset.source(list(examples))
-        stream = records.shuffle(seed=_grain_seed(config.seed)).repeat()  # a new permutation each epoch
+        # A new permutation each epoch. The epochs are finite only because grain's endless repeat has
+        # length sys.maxsize, which batch(1) keeps and len() cannot return (OverflowError); the order is
+        # the endless stream's (same seeds per epoch), so runs resume bitwise as before.
+        epochs = _EPOCH_CAP // len(examples)
+        stream = records.shuffle(seed=_grain_seed(config.seed)).repeat(epochs)
         self._dataset = stream.batch(config.batch_size, batch_fn=list).map(self._collate_host)
         self._iterator = _no_threads(self._dataset)
 

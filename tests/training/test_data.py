@@ -247,6 +247,18 @@ def test_shuffle_is_deterministic_and_each_epoch_is_a_permutation(explicit_set):
     assert other_order[:10] not in epochs  # not merely a shifted epoch of seed 0 (grain reseeds with seed + epoch)
 
 
+def test_batch_size_one_streams_every_record_each_epoch(explicit_set):
+    """batch_size 1 used to fail in grain (its endless repeat's length overflowed len()); now it streams
+    one record a step, each epoch a permutation, and pairs of batch-1 steps follow batch-2's order."""
+    _, config, examples = explicit_set
+    keys = example_keys(examples)
+    ones = take(TrainBatches(examples, dataclasses.replace(config, batch_size=1)), 20)
+    order = [i for batch in ones for i in batch_records(batch, keys)]
+    assert sorted(order[:10]) == list(range(10)) and sorted(order[10:]) == list(range(10))
+    twos = take(TrainBatches(examples, dataclasses.replace(config, batch_size=2)), 10)
+    assert order == [i for batch in twos for i in batch_records(batch, keys)]
+
+
 def test_epoch_counter(explicit_set):
     _, config, examples = explicit_set
     batches = TrainBatches(examples, config)
