@@ -82,8 +82,7 @@ class SFTSection(_Section):
     lr: float = 1.0e-3
 
     def __post_init__(self):
-        # batch_size >= 2: the trainer's grain pipeline cannot batch an endless stream one record at a time
-        for name, lo in (("steps", 1), ("batch_size", 2), ("max_length", 64), ("lora_rank", 1)):
+        for name, lo in (("steps", 1), ("batch_size", 1), ("max_length", 64), ("lora_rank", 1)):
             _int("sft", name, getattr(self, name), lo)
         _float("sft", "lr", self.lr, 0.0)
 
@@ -136,7 +135,7 @@ class RMSection(_Section):
     def __post_init__(self):
         if self.finetune not in ("head", "lora"):
             raise ValueError(f"rm.finetune must be head or lora, got {self.finetune!r}")
-        for name, lo in (("steps", 1), ("batch_size", 2), ("max_length", 64)):
+        for name, lo in (("steps", 1), ("batch_size", 1), ("max_length", 64)):
             _int("rm", name, getattr(self, name), lo)
         _float("rm", "lr", self.lr, 0.0)
 
