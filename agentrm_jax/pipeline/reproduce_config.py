@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentrm_jax.pipeline.config_checks import (ConfigKeyError, Part, as_tuple, check_bool, check_float, check_int,
+                                                check_seeds, key_lines)
 from agentrm_jax.yaml_config import check_keys, read_mapping
 
 __all__ = ["DEFAULT_CONFIG", "ReproduceConfig", "ReproduceConfigError"]
@@ -28,45 +30,7 @@ DEFAULT_CONFIG = "configs/reproduce_mini.yaml"
 EXPLORE_POLICIES = ("expert", "sft")
 
 
-class ReproduceConfigError(ValueError):
-    """A bad value; `key` is its dotted path ("rm.steps") so the loader can point at its line."""
-
-    def __init__(self, message: str, key: str):
-        super().__init__(message)
-        self.key = key
-
-
-def _int(key: str, value: Any, lo: int, *, none: bool = False) -> None:
-    if value is None and none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ReproduceConfigError(f"{key} must be an integer >= {lo}{' or null' if none else ''}, got {value!r}", key)
-
-
-def _float(key: str, value: Any, lo: float, hi: float | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lo or (hi is not None and value > hi):
-        bound = f"in [{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
-        raise ReproduceConfigError(f"{key} must be a number {bound}, got {value!r}", key)
-
-
-def _bool(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ReproduceConfigError(f"{key} must be true or false, got {value!r}", key)
-
-
-def _seeds(key: str, value: Any) -> None:
-    from agentrm_jax.agents.seeds import parse_seeds
-
-    try:
-        parse_seeds(value, what=key)
-    except ValueError as e:
-        raise ReproduceConfigError(str(e), key) from None
-
-
-def _tuple(obj, name: str) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, list):
-        object.__setattr__(obj, name, tuple(value))
+ReproduceConfigError = ConfigKeyError  # the name its tests and callers know
 
 
 def check_envs(key: str, value: Any, *, hint: str = "") -> None:
@@ -101,27 +65,20 @@ def _beam(key: str, value: Any) -> None:
         raise ReproduceConfigError(f"{key}: {e}", key) from None
 
 
-class _Part:
-    """Shared by the parts: `to_dict` (the fingerprinted params: tuples as lists)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
 @dataclass(frozen=True, kw_only=True)
-class DemosPart(_Part):
+class DemosPart(Part):
     """Expert demos of the held-in families' train seeds (`agents.collect`): the SFT data."""
 
     seeds: str = "0-199"
     noise: float = 0.0
 
     def __post_init__(self):
-        _seeds("demos.seeds", self.seeds)
-        _float("demos.noise", self.noise, 0.0, 1.0)
+        check_seeds("demos.seeds", self.seeds)
+        check_float("demos.noise", self.noise, 0.0, 1.0)
 
 
 @dataclass(frozen=True, kw_only=True)
-class SFTPart(_Part):
+class SFTPart(Part):
     """Policy SFT of `model` on the demos (`sft.run_sft`); per_family: also one SFT per held-in family alone."""
 
     finetune: str = "lora"
@@ -138,16 +95,16 @@ class SFTPart(_Part):
         if self.finetune not in ("lora", "full"):
             raise ReproduceConfigError(f"sft.finetune must be lora or full, got {self.finetune!r}", "sft.finetune")
         for name, lo in (("steps", 1), ("batch_size", 2), ("max_length", 64), ("lora_rank", 1)):
-            _int(f"sft.{name}", getattr(self, name), lo)
-        _float("sft.lr", self.lr, 0.0)
+            check_int(f"sft.{name}", getattr(self, name), lo)
+        check_float("sft.lr", self.lr, 0.0)
         if self.remat not in ("none", "full", "dots"):
             raise ReproduceConfigError(f"sft.remat must be none, full or dots, got {self.remat!r}", "sft.remat")
-        _bool("sft.scan_layers", self.scan_layers)
-        _bool("sft.per_family", self.per_family)
+        check_bool("sft.scan_layers", self.scan_layers)
+        check_bool("sft.per_family", self.per_family)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExplorePart(_Part):
+class ExplorePart(Part):
     """MCTS trees of each held-in family's train seeds (`explore.run_explore`); policy: expert (noisy) or sft."""
 
     policy: str = "sft"
@@ -163,30 +120,30 @@ class ExplorePart(_Part):
         if self.policy not in EXPLORE_POLICIES:
             raise ReproduceConfigError(f"explore.policy must be sft (the paper's: the SFT policy explores) or "
                                        f"expert (the env's noisy expert), got {self.policy!r}", "explore.policy")
-        _float("explore.noise", self.noise, 0.0, 1.0)
-        _seeds("explore.seeds", self.seeds)
+        check_float("explore.noise", self.noise, 0.0, 1.0)
+        check_seeds("explore.seeds", self.seeds)
         for name in ("simulations", "k", "rollouts"):
-            _int(f"explore.{name}", getattr(self, name), 1)
+            check_int(f"explore.{name}", getattr(self, name), 1)
         if self.value not in ("success", "progress"):
             raise ReproduceConfigError(f"explore.value must be success or progress, got {self.value!r}",
                                        "explore.value")
-        _int("explore.max_turns", self.max_turns, 1, none=True)
+        check_int("explore.max_turns", self.max_turns, 1, none=True)
 
 
 @dataclass(frozen=True, kw_only=True)
-class SamplesPart(_Part):
+class SamplesPart(Part):
     """Trees -> regression records (`explore.samples.regression_records`)."""
 
     min_visits: int = 2
     balance: bool = False
 
     def __post_init__(self):
-        _int("samples.min_visits", self.min_visits, 1)
-        _bool("samples.balance", self.balance)
+        check_int("samples.min_visits", self.min_visits, 1)
+        check_bool("samples.balance", self.balance)
 
 
 @dataclass(frozen=True, kw_only=True)
-class RMPart(_Part):
+class RMPart(Part):
     """The explicit RM (MSE to MCTS values) on `model`; the per-family RMs of the transfer study use it too."""
 
     finetune: str = "head"
@@ -199,12 +156,12 @@ class RMPart(_Part):
         if self.finetune not in ("head", "lora"):
             raise ReproduceConfigError(f"rm.finetune must be head or lora, got {self.finetune!r}", "rm.finetune")
         for name, lo in (("steps", 1), ("batch_size", 2), ("max_length", 64)):
-            _int(f"rm.{name}", getattr(self, name), lo)
-        _float("rm.lr", self.lr, 0.0)
+            check_int(f"rm.{name}", getattr(self, name), lo)
+        check_float("rm.lr", self.lr, 0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImplicitPart(_Part):
+class ImplicitPart(Part):
     """The implicit PRM (beta log pi/pi_ref, BCE to the MCTS values) as LoRA on `model`."""
 
     steps: int = 24
@@ -216,13 +173,13 @@ class ImplicitPart(_Part):
 
     def __post_init__(self):
         for name, lo in (("steps", 1), ("batch_size", 2), ("max_length", 64), ("lora_rank", 1)):
-            _int(f"implicit.{name}", getattr(self, name), lo)
-        _float("implicit.lr", self.lr, 0.0)
-        _float("implicit.beta", self.beta, 1e-6)
+            check_int(f"implicit.{name}", getattr(self, name), lo)
+        check_float("implicit.lr", self.lr, 0.0)
+        check_float("implicit.beta", self.beta, 1e-6)
 
 
 @dataclass(frozen=True, kw_only=True)
-class JudgePart(_Part):
+class JudgePart(Part):
     """The LLM judge (needs no training): bundled, a model path or an http(s) URL."""
 
     model: str = "bundled"
@@ -234,7 +191,7 @@ class JudgePart(_Part):
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalPart(_Part):
+class EvalPart(Part):
     """What every table's episodes share: test seeds per family, Best-of-N size, beam shape, sampling."""
 
     seeds: int = 20
@@ -249,26 +206,26 @@ class EvalPart(_Part):
     def __post_init__(self):
         for name, lo in (("seeds", 1), ("best_of_n", 2), ("max_new_tokens", 8), ("lockstep", 1),
                          ("rm_batch_size", 1)):
-            _int(f"eval.{name}", getattr(self, name), lo)
+            check_int(f"eval.{name}", getattr(self, name), lo)
         _beam("eval.beam", self.beam)
-        _float("eval.temperature", self.temperature, 0.0)
-        _int("eval.max_turns", self.max_turns, 1, none=True)
+        check_float("eval.temperature", self.temperature, 0.0)
+        check_int("eval.max_turns", self.max_turns, 1, none=True)
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransferPart(_Part):
+class TransferPart(Part):
     """Policy FT vs RM FT per held-in family, evaluated on every family (needs sft.per_family)."""
 
     enabled: bool = True
     best_of_n: int = 5
 
     def __post_init__(self):
-        _bool("transfer.enabled", self.enabled)
-        _int("transfer.best_of_n", self.best_of_n, 2)
+        check_bool("transfer.enabled", self.enabled)
+        check_int("transfer.best_of_n", self.best_of_n, 2)
 
 
 @dataclass(frozen=True, kw_only=True)
-class WeakToStrongPart(_Part):
+class WeakToStrongPart(Part):
     """The explicit RM guiding a larger policy: greedy vs Best-of-N on `envs` (empty: every family)."""
 
     enabled: bool = True
@@ -277,15 +234,15 @@ class WeakToStrongPart(_Part):
     envs: tuple[str, ...] = ()
 
     def __post_init__(self):
-        _tuple(self, "envs")
-        _bool("weak_to_strong.enabled", self.enabled)
+        as_tuple(self, "envs")
+        check_bool("weak_to_strong.enabled", self.enabled)
         _policy("weak_to_strong.policy", self.policy)
-        _int("weak_to_strong.max_new_tokens", self.max_new_tokens, 8)
+        check_int("weak_to_strong.max_new_tokens", self.max_new_tokens, 8)
         check_envs("weak_to_strong.envs", self.envs)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ScalingPart(_Part):
+class ScalingPart(Part):
     """Test-time scaling with the base policy: Best-of-N at each N (one run at the largest) and beam widths."""
 
     enabled: bool = True
@@ -295,13 +252,13 @@ class ScalingPart(_Part):
 
     def __post_init__(self):
         for name in ("envs", "n", "beam"):
-            _tuple(self, name)
-        _bool("scaling.enabled", self.enabled)
+            as_tuple(self, name)
+        check_bool("scaling.enabled", self.enabled)
         check_envs("scaling.envs", self.envs)
         if not isinstance(self.n, tuple) or not self.n:
             raise ReproduceConfigError(f"scaling.n must be a list of N values, got {self.n!r}", "scaling.n")
         for v in self.n:
-            _int("scaling.n", v, 1)
+            check_int("scaling.n", v, 1)
         if not isinstance(self.beam, tuple):
             raise ReproduceConfigError(f"scaling.beam must be a list of WxK shapes, got {self.beam!r}", "scaling.beam")
         for v in self.beam:
@@ -309,15 +266,15 @@ class ScalingPart(_Part):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RobustnessPart(_Part):
+class RobustnessPart(Part):
     """Held-in families with paraphrased action wording: RM-guided base policy vs the SFT policy."""
 
     enabled: bool = True
     envs: tuple[str, ...] = ("shop_paraphrased", "twx_paraphrased", "sciworld_paraphrased")
 
     def __post_init__(self):
-        _tuple(self, "envs")
-        _bool("robustness.enabled", self.enabled)
+        as_tuple(self, "envs")
+        check_bool("robustness.enabled", self.enabled)
         if self.enabled:
             check_envs("robustness.envs", self.envs,
                        hint=" (paraphrased families are registered by agentrm_jax/envs/paraphrase.py)")
@@ -359,7 +316,7 @@ class ReproduceConfig:
         from agentrm_jax.envs.split import DEFAULT_SPLIT, load_split
 
         for name in ("held_in", "held_out"):
-            _tuple(self, name)
+            as_tuple(self, name)
         _policy("policy", self.policy)
         if not isinstance(self.model, str) or not self.model.strip():
             raise ReproduceConfigError(f"model must be bundled or a model path, got {self.model!r}", "model")
@@ -386,7 +343,7 @@ class ReproduceConfig:
         """Every evaluated family: held-in first, then held-out."""
         return (*self.held_in, *self.held_out)
 
-    def part(self, name: str) -> _Part:
+    def part(self, name: str) -> Part:
         """The part called `name`."""
         return getattr(self, name)
 
@@ -420,19 +377,3 @@ class ReproduceConfig:
             return cls(**values, source=str(path), sha256=sha)
         except ReproduceConfigError as e:
             raise ValueError(f"{path}:{nested.get(e.key, lines.get(e.key.split('.')[0], '?'))}: {e}") from None
-
-
-def key_lines(path: str | os.PathLike) -> dict[str, int]:
-    """'key' and 'part.key' -> 1-based line, for the file's first two levels of mapping keys."""
-    import yaml
-
-    node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    found: dict[str, int] = {}
-    if not isinstance(node, yaml.MappingNode):
-        return found
-    for key, value in node.value:
-        found.setdefault(str(key.value), key.start_mark.line + 1)
-        if isinstance(value, yaml.MappingNode):
-            for sub, _ in value.value:
-                found.setdefault(f"{key.value}.{sub.value}", sub.start_mark.line + 1)
-    return found
