@@ -16,7 +16,7 @@ of a call's common prefix prefilled once for several rows (`shared_tokens_*`), `
 `identical` (both sides took the same actions).
 
 The peer (unless --skip-transformers): transformers `generate` on the same weights (ours copied
-into `LlamaForCausalLM`, float32, torch with `--threads` threads), greedy, one context per call as a
+into `LlamaForCausalLM`, float32, torch with `--threads` threads, default 1), greedy, one context per call as a
 transformers user plays an episode, each context continuing the `DynamicCache` of the earlier
 context it shares the longest token prefix with (cropped to that prefix; a context of a new
 episode starts from a copy of another's cache cropped to their common system prompt + example), so
@@ -259,7 +259,9 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", action="store_true", help="play each side once untimed first (compiles)")
     parser.add_argument("--repeats", type=int, default=1, help="timed plays per side, alternating (best kept)")
     parser.add_argument("--skip-transformers", action="store_true", help="do not run the transformers peer")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the peer (default 2)")
+    # 1 by default: on the shared 2-core machine, with other jobs holding a core, torch's 2 OpenMP threads
+    # wait on each other (2026-12-02: one peer play took 369 s with 2 threads, 31 s with 1, load ~4)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the peer (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per scenario")
     args = parser.parse_args(argv)
     if args.turns < 1:

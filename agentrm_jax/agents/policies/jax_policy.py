@@ -1,7 +1,8 @@
 """`JaxPolicy`: our in-process JAX model as a policy, through `Sampler` (the n samples of a context share
 one prefill). Decoding stops as soon as a complete action line has been generated (checked between decode
 chunks together with the stop strings "\\nObservation" / "\\nThought"), and the text is cut right after
-the first action line. A prefix KV cache (off by default; `prefix_cache=True` turns it on) keeps the KV of
+the first action line. A prefix KV cache (off by default; `prefix_cache=True` turns it on, and users
+`kv_cache_mb` / `--kv-cache-mb N` through `agents.factory.make_policy`) keeps the KV of
 earlier contexts and completions, so a turn prefills only what its context added (see `sampling.prefix_cache`),
 and the contexts of one call prefill their common prefix once (`sampling.sampler`). On 8 lockstep maze episodes
 it prefilled 0.9x the distinct context tokens and played 2.1x faster than without it (docs/BENCHMARKS.md)."""
