@@ -1,6 +1,6 @@
 """`agentrm demo`: the whole AgentRM pipeline in miniature, offline, on the bundled model.
 
-    agentrm demo [--out runs/demo] [--quick] [--fresh] [--config configs/demo.yaml]
+    agentrm demo [--out runs/demo] [--quick] [--fresh | --redo-changed] [--config configs/demo.yaml]
 
 The top level imports the standard library only, so `agentrm --help` stays fast.
 """
@@ -29,8 +29,9 @@ Runs the AgentRM pipeline end to end on the bundled SmolLM2-135M-Instruct, offli
              beat random pick on the held-out seeds
 
 Each stage writes OUT/<stage>/ and is cached: a rerun skips every finished stage and says so, an
-interrupted one resumes, a stage made with another config is refused (--fresh recomputes). The full
-demo takes about 15 minutes on 2 CPU cores, --quick a few minutes (tiny sizes, every stage still real).
+interrupted one resumes, a stage made with another config is refused (--redo-changed recomputes it
+and the stages below it, --fresh every stage). The full demo takes about 15 minutes on 2 CPU cores,
+--quick about 5 (tiny sizes, every stage still real).
 At this size the numbers show the machinery working, not the paper's gains: see docs/RESULTS.md."""
 
 
@@ -67,7 +68,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig.from_yaml(_config_path(args.config), quick=args.quick)
     _persistent_compile_cache()
-    run_stages(demo_stages(cfg), args.out, fresh=args.fresh, pipeline="demo")
+    run_stages(demo_stages(cfg), args.out, fresh=args.fresh, redo_changed=args.redo_changed, pipeline="demo")
     out = Path(args.out)
     print(f"demo: done in {time.perf_counter() - t0:.0f} s; results in {out / 'report' / 'results.md'}. Next:",
           file=sys.stderr)
@@ -84,6 +85,8 @@ def register(subparsers) -> None:
     demo.add_argument("--quick", action="store_true",
                       help="the config's quick: sizes (every stage, tiny budgets; what CI runs)")
     demo.add_argument("--fresh", action="store_true", help="delete the stages' outputs under --out and recompute")
+    demo.add_argument("--redo-changed", action="store_true",
+                      help="recompute only the stages made with another config and those below them; keep the rest")
     demo.add_argument("--config", default=None,
                       help="demo config (default configs/demo.yaml; its comments say why each size)")
     demo.set_defaults(func=_cmd_demo)

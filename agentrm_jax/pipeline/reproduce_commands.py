@@ -31,7 +31,8 @@ Reproduces AgentRM's experiments (arXiv 2502.18407) at our scale, every part a c
   report                         OUT/report/results.md: every table, the PNGs, a Reading of each claim
 
 Each eval stage appends one row per episode, so a kill loses at most the episodes in flight; a rerun
-skips finished stages and says so, a stage made with another config is refused (--fresh recomputes).
+skips finished stages and says so, a stage made with another config is refused (--redo-changed
+recomputes it and the stages below it, --fresh every stage).
 Hours on a 2-core CPU at the mini config's sizes (docs/RESULTS.md, "Reproduction"); the same config
 runs unchanged on a GPU. --plan prints what would run without running it."""
 
@@ -53,7 +54,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     print(f"reproduce: {len(stages)} stages from {args.config} (sha256 {cfg.sha256[:12]}) -> {args.out}",
           file=sys.stderr, flush=True)
-    run_stages(stages, args.out, fresh=args.fresh, pipeline="reproduce")
+    run_stages(stages, args.out, fresh=args.fresh, redo_changed=args.redo_changed, pipeline="reproduce")
     print(f"reproduce: done in {time.perf_counter() - t0:.0f} s; {Path(args.out) / 'report' / 'results.md'}",
           file=sys.stderr)
     return 0
@@ -68,5 +69,7 @@ def register(subparsers) -> None:
                           "the paper's and which ours)")
     cmd.add_argument("--out", default="runs/reproduce", help="directory of the stages' outputs (default runs/reproduce)")
     cmd.add_argument("--fresh", action="store_true", help="delete the stages' outputs under --out and recompute")
+    cmd.add_argument("--redo-changed", action="store_true",
+                      help="recompute only the stages made with another config and those below them; keep the rest")
     cmd.add_argument("--plan", action="store_true", help="print each stage's action (run / resume / skip) and stop")
     cmd.set_defaults(func=_cmd_reproduce)

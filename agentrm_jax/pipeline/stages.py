@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MANIFEST", "MARKER", "Stage", "StageContext", "StageMismatch", "StagePlan", "fingerprints",
+__all__ = ["MANIFEST", "MARKER", "Stage", "StageContext", "StageMismatch", "StagePlan", "changed_stages", "fingerprints",
            "plan_stages", "run_stages"]
 
 MANIFEST = "stage.json"
@@ -140,6 +140,10 @@ def _check_out(out: Path, pipeline: str) -> None:
         except (json.JSONDecodeError, AttributeError):
             kind = None
         if kind == MARKER_KIND:
+            made_by = json.loads(marker.read_text(encoding="utf-8")).get("pipeline")
+            if made_by not in (None, pipeline):  # another pipeline's stages may share names with ours
+                raise ValueError(f"{out} holds the stages of `agentrm {made_by}`, not of `agentrm {pipeline}`; "
+                                 "choose another --out (nothing there is touched)")
             return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and was not written by `agentrm {pipeline}` (no {MARKER}); choose another "
@@ -169,18 +173,33 @@ def plan_stages(stages: Sequence[Stage], out: str | os.PathLike, *, pipeline: st
             why = "; ".join(changed[:3]) + ("; ..." if len(changed) > 3 else "") if changed else \
                 "a stage it needs changed: " + ", ".join(stage.needs)
             raise StageMismatch(f"stage {stage.name!r} in {directory} was made with another config ({why}); "
-                                f"pass --fresh to recompute, or choose another --out")
+                                f"pass --redo-changed to recompute it and the stages below it (--fresh "
+                                f"recomputes every stage), or choose another --out")
         complete = manifest.get("status") == "complete" and all((directory / o).exists() for o in stage.outputs)
         plans.append(StagePlan(stage, fp, "skip" if complete else "resume", manifest.get("summary", "")))
     return plans
 
 
-def run_stages(stages: Sequence[Stage], out: str | os.PathLike, *, fresh: bool = False, pipeline: str = "pipeline",
+def changed_stages(stages: Sequence[Stage], out: str | os.PathLike) -> list[str]:
+    """Names of the stages whose directory under `out` holds a manifest of another fingerprint (another
+    config, or a stage it needs changed: fingerprints chain, so every stage below a change is named)."""
+    prints = fingerprints(stages)
+    found = []
+    for stage in stages:
+        manifest = _read_manifest(Path(out) / stage.name)
+        if manifest is not None and manifest.get("fingerprint") != prints[stage.name]:
+            found.append(stage.name)
+    return found
+
+
+def run_stages(stages: Sequence[Stage], out: str | os.PathLike, *, fresh: bool = False,
+               redo_changed: bool = False, pipeline: str = "pipeline",
                log: Callable[[str], None] | None = None) -> dict[str, str]:
     """Run (or skip, or resume) every stage in order; returns name -> one-line summary.
 
     fresh: delete every stage directory first (only those: `out` holds nothing else of ours) and
-    recompute. log(line) prints a line (default: stderr, flushed). Every check that needs no
+    recompute. redo_changed: delete only the directories of `changed_stages` (a changed config and
+    everything below it) and keep every stage still valid. log(line) prints a line (default: stderr, flushed). Every check that needs no
     computation (out, fingerprints) happens before the first stage runs.
     """
     if log is None:
@@ -189,14 +208,16 @@ def run_stages(stages: Sequence[Stage], out: str | os.PathLike, *, fresh: bool =
 
     out = Path(out)
     _check_out(out, pipeline)
-    if fresh:
-        fingerprints(stages)  # a bad stage list fails before anything is deleted
-        for stage in stages:
-            shutil.rmtree(out / stage.name, ignore_errors=True)
+    if fresh or redo_changed:
+        doomed = [s.name for s in stages] if fresh else changed_stages(stages, out)  # checks the list first
+        for name in doomed:
+            if redo_changed and not fresh:
+                log(f"{name}: made with another config, recomputing it")
+            shutil.rmtree(out / name, ignore_errors=True)
     plans = plan_stages(stages, out, pipeline=pipeline)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / MARKER).is_file():
-        _write_json(out / MARKER, {"kind": MARKER_KIND, "pipeline": pipeline, "stages": [s.name for s in stages]})
+    # rewritten every run: readers (the reproduce report's wall-time table) take the current stage list
+    _write_json(out / MARKER, {"kind": MARKER_KIND, "pipeline": pipeline, "stages": [s.name for s in stages]})
     summaries: dict[str, str] = {}
     total = len(plans)
     for i, plan in enumerate(plans, 1):

@@ -101,3 +101,40 @@ def test_a_stage_that_returns_without_its_outputs_is_not_marked_complete(tmp_pat
     with pytest.raises(RuntimeError, match="without writing result.txt"):
         run_stages([stage], tmp_path / "run", log=lambda _: None)
     assert json.loads((tmp_path / "run" / "lazy" / MANIFEST).read_text())["status"] == "running"
+
+
+def _three(calls: list[str], *, size: int = 3, extra: int = 0):
+    """make -> count, plus `side`, which needs nothing and whose params are `extra`."""
+    def side(ctx):
+        calls.append("side")
+        (ctx.dir / "side.txt").write_text(str(extra))
+        return "side"
+
+    return [Stage("side", side, {"extra": extra}, ("side.txt",)), *_pipeline(calls, size=size)]
+
+
+def test_redo_changed_recomputes_the_changed_stage_and_those_below_it_only(tmp_path):
+    calls, lines = [], []
+    out = tmp_path / "run"
+    run_stages(_three(calls), out, log=lambda _: None)
+    assert calls == ["side", "make", "count"]
+    with pytest.raises(StageMismatch, match="--redo-changed"):
+        run_stages(_three(calls, size=5), out, log=lambda _: None)
+    run_stages(_three(calls, size=5), out, redo_changed=True, log=lines.append)
+    assert calls == ["side", "make", "count", "make", "count"]  # side was still valid: kept
+    assert json.loads((out / "count" / "count.json").read_text()) == {"n": 5}
+    assert sum("made with another config, recomputing" in line for line in lines) == 2
+    assert any(line.startswith("[1/3] side: done already") for line in lines)
+    # a change below leaves the stages above it alone too
+    run_stages(_three(calls, size=5, extra=1), out, redo_changed=True, log=lambda _: None)
+    assert calls[-1] == "side" and calls.count("make") == 2
+
+
+def test_the_marker_names_its_pipeline_and_the_current_stages(tmp_path):
+    out = tmp_path / "run"
+    run_stages(_pipeline([]), out, pipeline="demo", log=lambda _: None)
+    with pytest.raises(ValueError, match="holds the stages of `agentrm demo`, not of `agentrm reproduce`"):
+        run_stages(_pipeline([]), out, pipeline="reproduce", fresh=True, log=lambda _: None)
+    assert (out / "make" / "lines.txt").exists()  # --fresh of another pipeline deleted nothing
+    run_stages(_three([]), out, pipeline="demo", log=lambda _: None)
+    assert json.loads((out / "pipeline.json").read_text())["stages"] == ["side", "make", "count"]
