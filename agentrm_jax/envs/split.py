@@ -16,6 +16,7 @@ filled by importing env modules); tests/envs/test_split.py checks it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,15 @@ class TaskSplit:
         """"held_in" / "held_out" for an env the split names, else None."""
         entry = self.entry(env)
         return None if entry is None else entry.role
+
+    def with_roles(self, held_in: tuple[str, ...], held_out: tuple[str, ...], source: str = "") -> "TaskSplit":
+        """This split regrouped: `held_in` and `held_out` (in that order) are its entries, keeping this split's
+        task and turn limit for every env it names (an env it does not name gets task = env, no limits).
+        For a run whose config moved families between the roles: its tables' role columns follow it."""
+        entries = tuple(dataclasses.replace(self.entry(env), role=role) if self.entry(env) is not None else
+                        SplitEntry(env=env, role=role, task=env, avg_turns=None, max_turns=0)
+                        for role, envs in (("held_in", held_in), ("held_out", held_out)) for env in envs)
+        return TaskSplit(entries, self.train_seeds, self.test_seeds, source=source or self.source)
 
     def seeds(self, split: str) -> range:
         """The task seeds of "train" or "test"."""

@@ -28,10 +28,12 @@ __all__ = ["Cell", "RowKey", "Summary", "summarize", "render_markdown", "plot_sc
            "t_interval", "t_quantile_975", "write_report"]
 
 
-def write_report(results: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> tuple[Path, list[Path], str]:
+def write_report(results: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                 split=None) -> tuple[Path, list[Path], str]:
     """Read eval rows, write DIR/results.md and the scaling PNGs; returns (markdown path, PNG paths, markdown).
 
-    out_dir: default: the results file's directory.
+    out_dir: default: the results file's directory. split: the `TaskSplit` whose roles make the held-in /
+    held-out columns (default: configs/tasks/agentrm_split.yaml's).
     """
     from agentrm_jax.evaluate.runner import read_rows
 
@@ -44,7 +46,7 @@ def write_report(results: str | os.PathLike, out_dir: str | os.PathLike | None =
     missing = [i for i, r in enumerate(rows, 1) if not {"env", "method", "success"} <= set(r)]
     if missing:
         raise ValueError(f"{results}: row {missing[0]} is not an eval row (needs env, method, success, ...)")
-    summary = summarize(rows, source=results.name)
+    summary = summarize(rows, source=results.name, split=split)
     if not summary.rows:
         raise ValueError(f"{results}: no rows of a known method (greedy, best_of_n, beam)")
     out_dir = Path(out_dir) if out_dir is not None else results.parent

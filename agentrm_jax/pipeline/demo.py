@@ -180,7 +180,12 @@ def _report(cfg: DemoConfig, ctx: StageContext) -> str:
     from agentrm_jax.evaluate.report import write_report
 
     rows_path = ctx.inputs["eval"] / "rows.jsonl"
-    md_path, pngs, markdown = write_report(rows_path, ctx.dir)
+    from agentrm_jax.envs.split import DEFAULT_SPLIT, load_split
+
+    # the table's role columns are the config's (an env moved to eval.held_in is not averaged as held-out)
+    split = load_split().with_roles(cfg.eval.held_in, cfg.eval.held_out, source="the demo's eval section") \
+        if DEFAULT_SPLIT.exists() else None
+    md_path, pngs, markdown = write_report(rows_path, ctx.dir, split=split)
     said = verdict(_read_jsonl(rows_path), cfg)
     choice = (ctx.inputs["explore"] / "policy_choice.txt").read_text(encoding="utf-8").strip()
     notes = ["", "## What this demo ran", "",

@@ -36,29 +36,38 @@ def _policy_is(row_policy: Any, label: str) -> bool:
 
 
 def cells(rows: Sequence[dict], *, policy: str, method: str, rm: str | None = None, kind: str | None = None,
-          size: tuple[int, ...] | None = None, envs: Sequence[str] | None = None) -> dict[str, Cell]:
+          size: tuple[int, ...] | None = None, envs: Sequence[str] | None = None, split=None) -> dict[str, Cell]:
     """column -> Cell of one table row: the rows of `policy` and `method` (and `rm`), summarized
-    (`evaluate.summary`); kind picks a derived row (random_pick, pass) and size its N or WxK."""
+    (`evaluate.summary`); kind picks a derived row (random_pick, pass) and size its N or WxK; split: the
+    TaskSplit whose roles make the held-in / held-out columns (`config_split(cfg)`)."""
     from agentrm_jax.evaluate.summary import summarize
 
     chosen = [r for r in rows if _policy_is(r.get("policy"), policy) and r.get("method") == method
               and (rm is None or r.get("rm") == rm) and (envs is None or r.get("env") in envs)]
     if not chosen:
         return {}
-    summary = summarize(chosen)
+    summary = summarize(chosen, split=split)
     for key in summary.rows:
         if key.kind == (kind or method) and (size is None or key.size == size):
             return {c: summary.cells[(key, c)] for c in (*summary.envs, *summary.averages) if (key, c) in summary.cells}
     return {}
 
 
-def _columns(rows: Sequence[dict]) -> list[str]:
+def _columns(rows: Sequence[dict], split=None) -> list[str]:
     from agentrm_jax.evaluate.summary import summarize
 
     if not rows:
         return []
-    s = summarize(list(rows))
+    s = summarize(list(rows), split=split)
     return [*s.envs, *s.averages]
+
+
+def config_split(cfg: ReproduceConfig):
+    """The split file with the config's held-in / held-out families as the roles, so the tables' role
+    columns are the families the RMs were (or were not) trained on."""
+    from agentrm_jax.envs.split import load_split
+
+    return load_split().with_roles(cfg.held_in, cfg.held_out, source=f"{cfg.source} (held_in / held_out)")
 
 
 def cell_text(cell: Cell | None) -> str:
@@ -139,6 +148,7 @@ def table_names(cfg: ReproduceConfig) -> list[tuple[str, dict]]:
 
 def write_results(cfg: ReproduceConfig, ctx: StageContext, *, command: str = "") -> tuple[Path, str]:
     """Write ctx.dir/results.md (and the heat maps and scaling PNGs beside it); returns (path, summary)."""
+    split = config_split(cfg)
     from agentrm_jax.evaluate.runner import read_rows
 
     rows = {name: read_rows(path / ROWS) for name, path in ctx.inputs.items()}
@@ -161,15 +171,16 @@ def write_results(cfg: ReproduceConfig, ctx: StageContext, *, command: str = "")
     for stage, title, policy in (("table1", "Table 1: the base policy", cfg.policy),
                                  ("table2", "Table 2: the SFT policy", sft_label("sft"))):
         r = rows.get(stage, [])
-        named = [(name, cells(r, policy=policy, **sel)) for name, sel in table_names(cfg)]
-        md += _table(f"{title} (`{policy}`)", _columns(r), named, caption)
+        named = [(name, cells(r, policy=policy, **sel, split=split)) for name, sel in table_names(cfg)]
+        md += _table(f"{title} (`{policy}`)", _columns(r, split), named, caption)
         got = dict(named)
         col = "held-out mean" if any("held-out mean" in c for _, c in named) else "mean"
         best, greedy, rand = got[f"Best-of-{n} explicit RM"], got["greedy"], got[f"Best-of-{n} random pick"]
-        claims.append((f"RM-guided search beats greedy on held-out tasks ({title.split(':')[0]})",
+        where = "held-out tasks" if col == "held-out mean" else "all tasks (no held-out column)"
+        claims.append((f"RM-guided search beats greedy on {where} ({title.split(':')[0]})",
                        verdict(compare(best.get(col), greedy.get(col))),
                        f"{col}: Best-of-{n} explicit {_fig(best.get(col))} vs greedy {_fig(greedy.get(col))}"))
-        claims.append((f"RM-guided search beats random pick on held-out tasks ({title.split(':')[0]})",
+        claims.append((f"RM-guided search beats random pick on {where} ({title.split(':')[0]})",
                        verdict(compare(best.get(col), rand.get(col))),
                        f"{col}: explicit {_fig(best.get(col))} vs random pick {_fig(rand.get(col))}"))
         if stage == "table1":
@@ -208,15 +219,16 @@ def write_results(cfg: ReproduceConfig, ctx: StageContext, *, command: str = "")
 
 
 def _transfer(cfg, ctx, r, md, claims, caption):
+    split = config_split(cfg)
     from agentrm_jax.evaluate.plots import plot_heatmap
 
-    n, columns = cfg.transfer.best_of_n, _columns(r)
-    base = cells(r, policy=cfg.policy, method="greedy")
+    n, columns = cfg.transfer.best_of_n, _columns(r, split)
+    base = cells(r, policy=cfg.policy, method="greedy", split=split)
     named = [("base policy, greedy", base)]
     maps = {"policy": [], "rm": []}
     for f in cfg.held_in:
-        pol = cells(r, policy=sft_label(f"sft_{f}"), method="greedy")
-        rmf = cells(r, policy=cfg.policy, method="best_of_n", rm=family_rm_label(f), size=(n,))
+        pol = cells(r, policy=sft_label(f"sft_{f}"), method="greedy", split=split)
+        rmf = cells(r, policy=cfg.policy, method="best_of_n", rm=family_rm_label(f), size=(n,), split=split)
         named += [(f"policy FT on {f} (greedy)", pol), (f"RM FT on {f} (base policy, Best-of-{n})", rmf)]
         maps["policy"].append(pol)
         maps["rm"].append(rmf)
@@ -250,15 +262,17 @@ def _transfer(cfg, ctx, r, md, claims, caption):
 
 
 def _weak_to_strong(cfg, rows, md, claims, caption):
+    split = config_split(cfg)
     w, n = cfg.weak_to_strong, cfg.eval.best_of_n
     r = rows["weak_to_strong"]
     envs = list(w.envs or cfg.families)
-    strong_g = cells(r, policy=w.policy, method="greedy")
-    strong_b = cells(r, policy=w.policy, method="best_of_n", rm=RM_LABELS["explicit"], size=(n,))
+    strong_g = cells(r, policy=w.policy, method="greedy", split=split)
+    strong_b = cells(r, policy=w.policy, method="best_of_n", rm=RM_LABELS["explicit"], size=(n,), split=split)
     weak = rows.get("table1", [])
-    weak_g = cells(weak, policy=cfg.policy, method="greedy", envs=envs)
-    weak_b = cells(weak, policy=cfg.policy, method="best_of_n", rm=RM_LABELS["explicit"], size=(n,), envs=envs)
-    md += _table(f"Weak-to-strong: the explicit RM guiding `{w.policy}`", _columns(r),
+    weak_g = cells(weak, policy=cfg.policy, method="greedy", envs=envs, split=split)
+    weak_b = cells(weak, policy=cfg.policy, method="best_of_n", rm=RM_LABELS["explicit"], size=(n,), envs=envs,
+                   split=split)
+    md += _table(f"Weak-to-strong: the explicit RM guiding `{w.policy}`", _columns(r, split),
                  [(f"{w.policy} greedy", strong_g), (f"{w.policy} Best-of-{n} explicit RM", strong_b),
                   (f"{cfg.policy} greedy", weak_g), (f"{cfg.policy} Best-of-{n} explicit RM", weak_b)], caption)
     s_res, w_res = compare(strong_b.get("mean"), strong_g.get("mean")), compare(weak_b.get("mean"), weak_g.get("mean"))
@@ -272,6 +286,7 @@ def _weak_to_strong(cfg, rows, md, claims, caption):
 
 
 def _scaling(cfg, ctx, r, md, claims):
+    split = config_split(cfg)
     from agentrm_jax.evaluate.plots import plot_scaling
     from agentrm_jax.evaluate.summary import summarize
     from agentrm_jax.evaluate.tables import render_markdown
@@ -281,21 +296,21 @@ def _scaling(cfg, ctx, r, md, claims):
     chosen = [x for x in r if _policy_is(x.get("policy"), cfg.policy)]
     if not chosen:
         return md, claims, []
-    summary = summarize(chosen)
+    summary = summarize(chosen, split=split)
     table = render_markdown(summary).splitlines()
     md += ["### Test-time scaling (explicit RM vs oracle pass@N vs random pick)", "", *table[2:], ""]
     pngs = [p.name for p in plot_scaling(summary, ctx.dir)]
     md += [f"![scaling]({p})" for p in pngs if p == "scaling_mean.png"] + [""]
     lo_n, hi_n = min(s.n), max(s.n)
-    small = cells(r, policy=cfg.policy, method="best_of_n", rm=rm, size=(lo_n,))
-    large = cells(r, policy=cfg.policy, method="best_of_n", rm=rm, size=(hi_n,))
+    small = cells(r, policy=cfg.policy, method="best_of_n", rm=rm, size=(lo_n,), split=split)
+    large = cells(r, policy=cfg.policy, method="best_of_n", rm=rm, size=(hi_n,), split=split)
     claims.append((f"gains grow with N (Best-of-{hi_n} vs Best-of-{lo_n}, explicit RM)",
                    verdict(compare(large.get("mean"), small.get("mean"))),
                    f"mean: N={hi_n} {_fig(large.get('mean'))} vs N={lo_n} {_fig(small.get('mean'))}"))
     shapes = sorted(tuple(int(v) for v in b.lower().split("x")) for b in s.beam)
     if len(shapes) > 1:
-        narrow = cells(r, policy=cfg.policy, method="beam", rm=rm, size=shapes[0])
-        wide = cells(r, policy=cfg.policy, method="beam", rm=rm, size=shapes[-1])
+        narrow = cells(r, policy=cfg.policy, method="beam", rm=rm, size=shapes[0], split=split)
+        wide = cells(r, policy=cfg.policy, method="beam", rm=rm, size=shapes[-1], split=split)
         claims.append((f"gains grow with beam width ({shapes[-1][0]}x{shapes[-1][1]} vs {shapes[0][0]}x{shapes[0][1]})",
                        verdict(compare(wide.get("mean"), narrow.get("mean"))),
                        f"mean: {_fig(wide.get('mean'))} vs {_fig(narrow.get('mean'))}"))
@@ -303,11 +318,12 @@ def _scaling(cfg, ctx, r, md, claims):
 
 
 def _robustness(cfg, r, md, claims, caption):
+    split = config_split(cfg)
     n = cfg.eval.best_of_n
-    guided = cells(r, policy=cfg.policy, method="best_of_n", rm=RM_LABELS["explicit"], size=(n,))
-    sft = cells(r, policy=sft_label("sft"), method="greedy")
-    md += _table("Robustness: paraphrased held-in families", _columns(r),
-                 [(f"{cfg.policy} greedy", cells(r, policy=cfg.policy, method="greedy")),
+    guided = cells(r, policy=cfg.policy, method="best_of_n", rm=RM_LABELS["explicit"], size=(n,), split=split)
+    sft = cells(r, policy=sft_label("sft"), method="greedy", split=split)
+    md += _table("Robustness: paraphrased held-in families", _columns(r, split),
+                 [(f"{cfg.policy} greedy", cells(r, policy=cfg.policy, method="greedy", split=split)),
                   (f"{cfg.policy} Best-of-{n} explicit RM", guided), ("SFT policy greedy", sft)], caption)
     col = "mean" if "mean" in guided else next(iter(guided), "mean")
     claims.append(("under paraphrased actions the RM-guided base policy beats the SFT policy",

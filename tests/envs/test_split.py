@@ -135,3 +135,14 @@ def test_summary_columns_follow_the_split(tmp_path, monkeypatch):
         assert summary.roles["maze"] == "held_in" and summary.roles["twx"] == "held_out"
         assert summary.roles["twx_coin"] == "held_out"  # not in the split: the registry's role
         assert summary.envs[0] == "maze"
+
+
+def test_with_roles_regroups_the_split_and_keeps_known_limits():
+    from agentrm_jax.envs.split import load_split
+
+    base = load_split()
+    moved = base.with_roles(("shop", "maze"), ("twx", "my_env"), source="cfg")
+    assert moved.held_in == ("shop", "maze") and moved.held_out == ("twx", "my_env")
+    assert moved.role("maze") == "held_in" and moved.role("twx") == "held_out" and moved.role("babyai") is None
+    assert moved.entry("maze").max_turns == base.entry("maze").max_turns and moved.entry("my_env").task == "my_env"
+    assert moved.test_seeds == base.test_seeds and moved.source == "cfg"

@@ -134,3 +134,20 @@ def test_report_errors_are_clear(tmp_path, capsys):
     bad.write_text('{"id": "x", "score": 1}\n')
     assert main(["report", str(bad)]) == 2
     assert "not an eval row" in capsys.readouterr().err
+
+
+def test_a_split_given_to_write_report_decides_the_role_columns(tmp_path):
+    """maze is held-out in the split file; a run whose config trained on it passes a split that says so."""
+    import json
+
+    from agentrm_jax.envs.split import load_split
+    from agentrm_jax.evaluate.report import write_report
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"env": env, "seed": 0, "method": "greedy", "params": {}, "success": True,
+                                        "progress": 1.0, "split": "test", "policy": "p", "key": f"{env}/0"}) + "\n"
+                            for env in ("maze", "shop")))
+    _, _, default = write_report(rows, tmp_path / "a")
+    assert "maze (held-out" in default
+    _, _, moved = write_report(rows, tmp_path / "b", split=load_split().with_roles(("shop", "maze"), ()))
+    assert "maze (held-in" in moved and "held-out mean" not in moved
