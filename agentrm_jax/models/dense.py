@@ -18,7 +18,7 @@ def uses_cpu_layout(x: jax.Array) -> bool:
     concrete array, else (a tracer, under jit) jax's default backend, which jit compiles for."""
     # Tested before touching x.sharding: on a tracer that attribute raises only after jax builds an error
     # message by walking the whole jaxpr so far, which made tracing a 30-layer model 3x slower.
-    if isinstance(x, jax.core.Tracer):
+    if isinstance(x, jax.core.Tracer) or not hasattr(x, "sharding"):  # a tracer, or a numpy array
         return jax.default_backend() == "cpu"
     return all(d.platform == "cpu" for d in x.sharding.device_set)
 

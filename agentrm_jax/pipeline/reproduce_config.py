@@ -259,6 +259,14 @@ class ScalingPart(Part):
             raise ReproduceConfigError(f"scaling.n must be a list of N values, got {self.n!r}", "scaling.n")
         for v in self.n:
             check_int("scaling.n", v, 1)
+        from agentrm_jax.search.best_of_n import prefix_sizes
+
+        # one Best-of-max(n) run reports only the powers of two below max(n) as well
+        made = {max(self.n), *prefix_sizes(max(self.n))}
+        odd = [v for v in self.n if v not in made]
+        if odd:
+            raise ReproduceConfigError(f"scaling.n: N={odd[0]} is never computed: one Best-of-{max(self.n)} run gives "
+                                       f"N = {', '.join(map(str, sorted(made)))}; use those", "scaling.n")
         if not isinstance(self.beam, tuple):
             raise ReproduceConfigError(f"scaling.beam must be a list of WxK shapes, got {self.beam!r}", "scaling.beam")
         for v in self.beam:

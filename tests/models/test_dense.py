@@ -69,3 +69,10 @@ def test_concrete_arrays_decide_by_their_devices(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert uses_cpu_layout(x)  # eager: the array's own (CPU) device, not the default backend
     np.testing.assert_allclose(np.asarray(dense(x, w, out_dims=2)), _reference(x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_inputs_take_the_default_backends_path():
+    """A numpy array has no sharding: dense decides by jax's default backend, as under jit."""
+    x, w = np.ones((2, 4), np.float32), np.ones((3, 4), np.float32)
+    assert uses_cpu_layout(x) == (jax.default_backend() == "cpu")
+    assert np.allclose(np.asarray(dense(x, w)), 4.0)

@@ -46,6 +46,7 @@ def _write(tmp_path, text: str) -> Path:
      "robustness.envs: 'maze_paraphrazed' is not a registered env (paraphrased families are registered by"),
     ("weak_to_strong:\n  policy: gpt5\n", 2, "weak_to_strong.policy: policy must be bundled"),
     ("scaling:\n  n: [1, 0]\n", 2, "scaling.n must be an integer >= 1, got 0"),
+    ("scaling:\n  n: [3, 8]\n", 2, "scaling.n: N=3 is never computed: one Best-of-8 run gives N = 1, 2, 4, 8"),
     ("sft:\n  per_family: false\n", 2, "transfer.enabled needs sft.per_family: true"),
     ("judge: bundled\n", 1, "judge must be a mapping of keys"),
 ])
