@@ -52,6 +52,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             needs = f" (needs {', '.join(plan.stage.needs)})" if plan.stage.needs else ""
             print(f"{plan.action:>6}  {plan.stage.name}{needs}")
         return 0
+    cfg.check_models()
     print(f"reproduce: {len(stages)} stages from {args.config} (sha256 {cfg.sha256[:12]}) -> {args.out}",
           file=sys.stderr, flush=True)
     run_stages(stages, args.out, fresh=args.fresh, redo_changed=args.redo_changed, pipeline="reproduce")

