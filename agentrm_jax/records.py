@@ -28,7 +28,8 @@ from typing import Any
 
 __all__ = [
     "PROGRESS_TRACE", "PreferencePair", "RecordError", "Step", "Trajectory", "append_jsonl", "format_step",
-    "iter_jsonl", "iter_jsonl_lines", "read_jsonl", "read_object_lines", "render_messages", "write_jsonl",
+    "iter_jsonl", "iter_jsonl_lines", "read_jsonl", "read_object_lines", "read_objects", "render_messages",
+    "write_jsonl",
 ]
 
 # Key of `Trajectory.meta` holding the env's progress after each step (written by the episode
@@ -273,6 +274,11 @@ def render_messages(trajectory: Trajectory, *, first_step: int = 0) -> list[dict
         if step.observation:
             messages.append({"role": "user", "content": step.observation})
     return messages
+
+
+def read_objects(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The objects of an append-only JSONL file, in order (`read_object_lines` without line numbers)."""
+    return [obj for _, obj in read_object_lines(path)]
 
 
 def read_object_lines(path: str | os.PathLike, *, repair: bool = False) -> list[tuple[int, dict[str, Any]]]:

@@ -12,12 +12,12 @@ them. What the stages cannot show at this size is said where it happens (see `SF
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from agentrm_jax.pipeline.demo_config import DemoConfig
 from agentrm_jax.pipeline.stages import Stage, StageContext
+from agentrm_jax.records import read_objects
 
 __all__ = ["EXPLORE_CHOICE", "SFT_CAVEAT", "demo_stages", "next_steps", "verdict"]
 
@@ -30,10 +30,6 @@ EXPLORE_CHOICE = ("explored with the env's noisy expert, not the SFT policy: Age
 SFT_RUN, POLICY_DIR, RM_RUN = "run", "run/policy", "run"
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 # ------------------------------------------------------------------------------------------- stages
 
 
@@ -43,7 +39,7 @@ def _demos(cfg: DemoConfig, ctx: StageContext) -> str:
 
     section = cfg.demos
     report = collect(section.envs, seeds=parse_seeds(section.seeds, what="demos.seeds"), out=ctx.dir / "demos.jsonl", split="train")
-    rows = _read_jsonl(ctx.dir / "demos.jsonl")
+    rows = read_objects(ctx.dir / "demos.jsonl")
     won = sum(bool(r.get("success")) for r in rows)
     return (f"{len(rows)} expert demos of {', '.join(section.envs)} (train seeds {section.seeds}), {won} successful "
             f"({report.written} new)")
@@ -186,7 +182,7 @@ def _report(cfg: DemoConfig, ctx: StageContext) -> str:
     split = load_split().with_roles(cfg.eval.held_in, cfg.eval.held_out, source="the demo's eval section") \
         if DEFAULT_SPLIT.exists() else None
     md_path, pngs, markdown = write_report(rows_path, ctx.dir, split=split)
-    said = verdict(_read_jsonl(rows_path), cfg)
+    said = verdict(read_objects(rows_path), cfg)
     choice = (ctx.inputs["explore"] / "policy_choice.txt").read_text(encoding="utf-8").strip()
     notes = ["", "## What this demo ran", "",
              f"- Policy: the bundled SmolLM2-135M-Instruct after a short LoRA SFT on expert demos; {SFT_CAVEAT}.",

@@ -196,7 +196,9 @@ class DemoConfig:
             try:
                 sections[name] = cls_(**merged)
             except ConfigKeyError as e:
-                raise ValueError(f"{path}:{nested.get(e.key, lines.get(name, '?'))}: {e}") from None
+                from_quick = e.key.split(".", 1)[-1] in extra  # the bad value is the quick: section's
+                line = nested.get(f"quick.{name}") if from_quick else nested.get(e.key, lines.get(name))
+                raise ValueError(f"{path}:{line or '?'}: {'quick.' if from_quick else ''}{e}") from None
             except TypeError as e:
                 raise ValueError(f"{path}:{lines.get(name, '?')}: {name}: {e}") from None
         return cls(**sections, quick=quick)

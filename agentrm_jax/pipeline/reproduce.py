@@ -19,13 +19,13 @@ they do not change when --out moves.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from agentrm_jax.pipeline.reproduce_config import ReproduceConfig
 from agentrm_jax.pipeline.stages import Stage, StageContext
+from agentrm_jax.records import read_objects
 
 __all__ = ["EVAL_STAGES", "RM_LABELS", "ROWS", "RUN", "reproduce_stages", "turn_limit"]
 
@@ -67,10 +67,6 @@ def turn_limit(cfg: ReproduceConfig, env: str) -> int | None:
     return own if cap is None else min(own, cap)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 # ------------------------------------------------------------------------------------------ training
 
 
@@ -80,7 +76,7 @@ def _demos(cfg: ReproduceConfig, ctx: StageContext) -> str:
 
     report = collect(cfg.held_in, seeds=parse_seeds(cfg.demos.seeds, what="demos.seeds"), out=ctx.dir / "demos.jsonl",
                      split="train", noise=cfg.demos.noise)
-    rows = _read_jsonl(ctx.dir / "demos.jsonl")
+    rows = read_objects(ctx.dir / "demos.jsonl")
     won = sum(bool(r.get("success")) for r in rows)
     return f"{len(rows)} expert demos of {', '.join(cfg.held_in)} ({won} successful, {report.written} new)"
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MANIFEST", "MARKER", "Stage", "StageContext", "StageMismatch", "StagePlan", "changed_stages", "fingerprints",
-           "plan_stages", "run_stages"]
+__all__ = ["MANIFEST", "MARKER", "Stage", "StageContext", "StageMismatch", "StagePlan", "changed_stages",
+           "fingerprints", "plan_stages", "run_stages"]
 
 MANIFEST = "stage.json"
 MARKER = "pipeline.json"
@@ -199,8 +199,8 @@ def run_stages(stages: Sequence[Stage], out: str | os.PathLike, *, fresh: bool =
 
     fresh: delete every stage directory first (only those: `out` holds nothing else of ours) and
     recompute. redo_changed: delete only the directories of `changed_stages` (a changed config and
-    everything below it) and keep every stage still valid. log(line) prints a line (default: stderr, flushed). Every check that needs no
-    computation (out, fingerprints) happens before the first stage runs.
+    everything below it) and keep every stage still valid. log(line) prints a line (default: stderr,
+    flushed). Every check that needs no computation (out, fingerprints) happens before the first stage runs.
     """
     if log is None:
         def log(line: str) -> None:

@@ -57,3 +57,14 @@ def test_the_verdict_says_plainly_when_the_rm_does_not_beat_random_pick():
     win = [row(held_out, False, 0.5, 0.0, 0.2)]
     assert verdict(win, cfg).startswith("the RM beat random pick")
     assert "no held-out Best-of-N" in verdict([], cfg)
+
+
+def test_a_bad_quick_value_points_at_the_quick_line(tmp_path):
+    from agentrm_jax.pipeline.demo_config import DemoConfig
+
+    path = tmp_path / "demo.yaml"
+    path.write_text("rm:\n  steps: 16\nquick:\n  rm: {steps: 0}\n", encoding="utf-8")
+    DemoConfig.from_yaml(path)  # the full sizes are fine
+    with pytest.raises(ValueError) as err:
+        DemoConfig.from_yaml(path, quick=True)
+    assert str(err.value).startswith(f"{path}:4: quick.rm.steps must be an integer >= 1, got 0"), str(err.value)
