@@ -16,7 +16,6 @@ Top level: standard library only (the CLI imports this to recognise names).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -93,14 +92,6 @@ def part_paths(model: SplitModel) -> list[Path]:
     return paths
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def open_split_model(model: SplitModel):
     """A `gguf_file.ByteSource` over the installed parts of `model`, sizes and sha256 checked (~2 s).
 
@@ -118,8 +109,10 @@ def open_split_model(model: SplitModel):
                              f"{reinstall} {part.package}=={model.version}")
     source = ByteSource(paths, name=f"{model.name} ({len(paths)} parts from {paths[0].parent.parent.parent})")
     if source.sha256() != model.sha256:
+        from agentrm_jax.models.gguf_tokenizer import file_sha256
+
         for part, path in zip(model.parts, paths):  # name the part that differs
-            if _file_sha256(path) != part.sha256:
+            if file_sha256(path) != part.sha256:
                 raise ValueError(f"{model.name}: part {path} has the right size but not the recorded content "
                                  f"(sha256 differs); {reinstall} {part.package}=={model.version}")
         raise ValueError(f"{model.name}: the joined parts' sha256 {source.sha256()} differs from the recorded "
