@@ -376,7 +376,11 @@ def reproduce_stages(cfg: ReproduceConfig, *, command: str = "") -> list[Stage]:
     if cfg.transfer.enabled:
         stages += [Stage(f"rm_{f}", bind(_explicit, f"train_{f}.jsonl"), {**model, **cfg.rm.to_dict()},
                          (f"{RUN}/train_config.json", f"{RUN}/checkpoints"), needs=rm_needs) for f in cfg.held_in]
-    table = {**families, "policy": cfg.policy, "judge": cfg.judge.to_dict(), **cfg.eval.to_dict()}
+    # lockstep and rm_batch_size decide speed only (greedy lockstep and batched scoring are exact, tested):
+    # left out, so retuning them on another machine keeps every finished table
+    speed_only = ("lockstep", "rm_batch_size")
+    table = {**families, "policy": cfg.policy, "judge": cfg.judge.to_dict(),
+             **{k: v for k, v in cfg.eval.to_dict().items() if k not in speed_only}}
     rms = ("rm_explicit", "rm_implicit")
     stages += [Stage("table1", bind(_table1), table, (ROWS,), needs=rms),
                Stage("table2", bind(_table2), table, (ROWS,), needs=("sft", *rms))]

@@ -59,3 +59,12 @@ def test_a_changed_rm_config_invalidates_exactly_the_stages_below_it():
     assert "samples" in changed and not changed & {"demos", "sft", "explore", *(f"sft_{f}" for f in FAMILIES)}
     changed = _changed(cfg, dataclasses.replace(cfg, scaling=dataclasses.replace(cfg.scaling, n=(1, 2, 4))))
     assert changed == {"scaling", "report"}
+
+
+def test_speed_only_settings_invalidate_nothing_and_eval_seeds_only_the_evals():
+    cfg = ReproduceConfig.from_yaml(MINI)
+    faster = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, lockstep=cfg.eval.lockstep * 2,
+                                                               rm_batch_size=cfg.eval.rm_batch_size * 2))
+    assert _changed(cfg, faster) == set()
+    more = _changed(cfg, dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, seeds=cfg.eval.seeds + 1)))
+    assert more == {"table1", "table2", "transfer", "weak_to_strong", "scaling", "robustness", "report"}
