@@ -38,13 +38,14 @@ class JaxPolicy:
     `sampling.sampler`). `stats.generated_tokens` counts the tokens of each
     completion up to the newline that ends its action line (or its stop string).
 
-    max_batch: rows per prefill / decode call at most (32: measured 2.2x the aggregate tokens/s of 8 on the
-    bundled model, 64 no more than 32; docs/BENCHMARKS.md); a call's rows are bucketed, not padded to it.
+    max_batch: rows per prefill / decode call at most (8: on agent contexts of ~1,000+ distinct tokens, 32
+    rows were slower and held 2.3x the memory, though a synthetic short-context sweep gave 32 rows 2.2x the
+    tokens/s; docs/BENCHMARKS.md); a call's rows are bucketed, not padded to it.
     prefix_cache / kv_cache_mb: the sampler's prefix KV cache (off by default: see docs/ARCHITECTURE.md) and its byte budget;
     `stats` reports the tokens prefilled and served from it.
     """
 
-    def __init__(self, model, tokenizer, *, max_new_tokens: int = 96, max_batch: int = 32, top_p: float = 1.0,
+    def __init__(self, model, tokenizer, *, max_new_tokens: int = 96, max_batch: int = 8, top_p: float = 1.0,
                  top_k: int = 0, stop: Sequence[str] = STOP_STRINGS, prefix_cache: bool = False,
                  kv_cache_mb: float = 512.0):
         if max_new_tokens < 1:
