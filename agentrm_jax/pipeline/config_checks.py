@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigKeyError", "Part", "as_tuple", "check_bool", "check_float", "check_int", "check_seeds",
-           "key_lines"]
+__all__ = ["ConfigKeyError", "Part", "as_tuple", "check_beam", "check_bool", "check_choice", "check_float",
+           "check_int", "check_seeds", "key_lines"]
 
 
 class ConfigKeyError(ValueError):
@@ -43,6 +43,23 @@ def check_bool(key: str, value: Any) -> None:
     """`value` is true or false."""
     if not isinstance(value, bool):
         raise ConfigKeyError(f"{key} must be true or false, got {value!r}", key)
+
+
+def check_choice(key: str, value: Any, options: tuple[str, ...]) -> None:
+    """`value` is one of `options` ("rm.finetune must be head or lora, got 'x'")."""
+    if value not in options:
+        named = ", ".join(options[:-1]) + f" or {options[-1]}" if len(options) > 1 else options[0]
+        raise ConfigKeyError(f"{key} must be {named}, got {value!r}", key)
+
+
+def check_beam(key: str, value: Any) -> None:
+    """`value` is a beam shape "WxK" as `agentrm eval` reads it (`evaluate.config.parse_methods`)."""
+    from agentrm_jax.evaluate.config import parse_methods
+
+    try:
+        parse_methods(f"beam={value}")
+    except ValueError as e:
+        raise ConfigKeyError(f"{key}: {e}", key) from None
 
 
 def check_seeds(key: str, value: Any) -> None:

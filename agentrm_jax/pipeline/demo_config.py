@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from agentrm_jax.pipeline.config_checks import ConfigKeyError, Part, check_float, check_int, check_seeds, key_lines
+from agentrm_jax.pipeline.config_checks import (ConfigKeyError, Part, as_tuple, check_beam, check_choice, check_float,
+                                                check_int, check_seeds, key_lines)
 from agentrm_jax.yaml_config import check_keys, read_mapping
 
 __all__ = ["DemoConfig", "DemosSection", "EvalSection", "ExploreSection", "RMSection", "SFTSection",
@@ -43,7 +44,7 @@ class DemosSection(Part):
     seeds: str = "0-7"
 
     def __post_init__(self):
-        object.__setattr__(self, "envs", tuple(self.envs) if isinstance(self.envs, list) else self.envs)
+        as_tuple(self, "envs")
         _envs("demos", "envs", self.envs)
         check_seeds("demos.seeds", self.seeds)
 
@@ -110,8 +111,7 @@ class RMSection(Part):
     lr: float = 2.0e-3
 
     def __post_init__(self):
-        if self.finetune not in ("head", "lora"):
-            raise ConfigKeyError(f"rm.finetune must be head or lora, got {self.finetune!r}", "rm.finetune")
+        check_choice("rm.finetune", self.finetune, ("head", "lora"))
         for name, lo in (("steps", 1), ("batch_size", 1), ("max_length", 64)):
             check_int(f"rm.{name}", getattr(self, name), lo)
         check_float("rm.lr", self.lr, 0.0)
@@ -132,19 +132,13 @@ class EvalSection(Part):
 
     def __post_init__(self):
         for name in ("held_in", "held_out"):
-            value = getattr(self, name)
-            object.__setattr__(self, name, tuple(value) if isinstance(value, list) else value)
+            as_tuple(self, name)
             _envs("eval", name, getattr(self, name))
         if not self.held_in or not self.held_out:
             raise ConfigKeyError("eval.held_in and eval.held_out each need at least one env", "eval.held_in")
         for name, lo in (("seeds", 1), ("best_of_n", 2), ("max_turns", 1), ("max_new_tokens", 8)):
             check_int(f"eval.{name}", getattr(self, name), lo)
-        from agentrm_jax.evaluate.config import parse_methods
-
-        try:
-            parse_methods(f"beam={self.beam}")
-        except ValueError as e:
-            raise ConfigKeyError(f"eval.beam: {e}", "eval.beam") from None
+        check_beam("eval.beam", self.beam)
         check_float("eval.temperature", self.temperature, 0.0)
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentrm_jax.pipeline.config_checks import (ConfigKeyError, Part, as_tuple, check_bool, check_float, check_int,
-                                                check_seeds, key_lines)
+from agentrm_jax.pipeline.config_checks import (ConfigKeyError, Part, as_tuple, check_beam, check_bool, check_choice,
+                                                check_float, check_int, check_seeds, key_lines)
 from agentrm_jax.yaml_config import check_keys, read_mapping
 
 __all__ = ["DEFAULT_CONFIG", "ReproduceConfig", "ReproduceConfigError"]
@@ -56,15 +56,6 @@ def _policy(key: str, value: Any) -> None:
         raise ReproduceConfigError(f"{key}: {e}", key) from None
 
 
-def _beam(key: str, value: Any) -> None:
-    from agentrm_jax.evaluate.config import parse_methods
-
-    try:
-        parse_methods(f"beam={value}")
-    except ValueError as e:
-        raise ReproduceConfigError(f"{key}: {e}", key) from None
-
-
 @dataclass(frozen=True, kw_only=True)
 class DemosPart(Part):
     """Expert demos of the held-in families' train seeds (`agents.collect`): the SFT data."""
@@ -92,13 +83,11 @@ class SFTPart(Part):
     per_family: bool = True
 
     def __post_init__(self):
-        if self.finetune not in ("lora", "full"):
-            raise ReproduceConfigError(f"sft.finetune must be lora or full, got {self.finetune!r}", "sft.finetune")
+        check_choice("sft.finetune", self.finetune, ("lora", "full"))
         for name, lo in (("steps", 1), ("batch_size", 2), ("max_length", 64), ("lora_rank", 1)):
             check_int(f"sft.{name}", getattr(self, name), lo)
         check_float("sft.lr", self.lr, 0.0)
-        if self.remat not in ("none", "full", "dots"):
-            raise ReproduceConfigError(f"sft.remat must be none, full or dots, got {self.remat!r}", "sft.remat")
+        check_choice("sft.remat", self.remat, ("none", "full", "dots"))
         check_bool("sft.scan_layers", self.scan_layers)
         check_bool("sft.per_family", self.per_family)
 
@@ -124,9 +113,7 @@ class ExplorePart(Part):
         check_seeds("explore.seeds", self.seeds)
         for name in ("simulations", "k", "rollouts"):
             check_int(f"explore.{name}", getattr(self, name), 1)
-        if self.value not in ("success", "progress"):
-            raise ReproduceConfigError(f"explore.value must be success or progress, got {self.value!r}",
-                                       "explore.value")
+        check_choice("explore.value", self.value, ("success", "progress"))
         check_int("explore.max_turns", self.max_turns, 1, none=True)
 
 
@@ -153,8 +140,7 @@ class RMPart(Part):
     lr: float = 2.0e-3
 
     def __post_init__(self):
-        if self.finetune not in ("head", "lora"):
-            raise ReproduceConfigError(f"rm.finetune must be head or lora, got {self.finetune!r}", "rm.finetune")
+        check_choice("rm.finetune", self.finetune, ("head", "lora"))
         for name, lo in (("steps", 1), ("batch_size", 2), ("max_length", 64)):
             check_int(f"rm.{name}", getattr(self, name), lo)
         check_float("rm.lr", self.lr, 0.0)
@@ -207,7 +193,7 @@ class EvalPart(Part):
         for name, lo in (("seeds", 1), ("best_of_n", 2), ("max_new_tokens", 8), ("lockstep", 1),
                          ("rm_batch_size", 1)):
             check_int(f"eval.{name}", getattr(self, name), lo)
-        _beam("eval.beam", self.beam)
+        check_beam("eval.beam", self.beam)
         check_float("eval.temperature", self.temperature, 0.0)
         check_int("eval.max_turns", self.max_turns, 1, none=True)
 
@@ -270,7 +256,7 @@ class ScalingPart(Part):
         if not isinstance(self.beam, tuple):
             raise ReproduceConfigError(f"scaling.beam must be a list of WxK shapes, got {self.beam!r}", "scaling.beam")
         for v in self.beam:
-            _beam("scaling.beam", v)
+            check_beam("scaling.beam", v)
 
 
 @dataclass(frozen=True, kw_only=True)
