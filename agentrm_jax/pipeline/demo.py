@@ -63,8 +63,7 @@ def _sft(cfg: DemoConfig, ctx: StageContext) -> str:
     }, source="the demo's sft section")
     ctx.log(f"sft: note: {SFT_CAVEAT}")
     result = run_sft(config, SFTRunSection(max_new_tokens=cfg.eval.max_new_tokens))
-    losses = [result.losses[k] for k in sorted(result.losses)]
-    trend = f"loss {losses[0]:.2f} -> {losses[-1]:.2f}" if losses else f"last loss {result.last_loss}"
+    trend = result.loss_trend(2)
     return (f"LoRA r{s.lora_rank} SFT policy, {result.step} steps of {s.batch_size} demo(s) ({trend}) -> "
             f"{ctx.dir / POLICY_DIR}; {SFT_CAVEAT}")
 
@@ -133,8 +132,7 @@ def _rm(cfg: DemoConfig, ctx: StageContext) -> str:
         "outputs": {"save_every": r.steps, "eval_every": 0, "log_every": 1},
     }, source="the demo's rm section")
     result = train(config)
-    losses = [result.losses[k] for k in sorted(result.losses)]
-    trend = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else f"last loss {result.last_loss}"
+    trend = result.loss_trend(3)
     ev, quality = result.eval, ""
     if "eval_mse" in ev:
         quality = f"; on the held-back tasks' records MSE {ev['eval_mse']:.3f}"

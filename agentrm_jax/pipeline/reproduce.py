@@ -98,8 +98,7 @@ def _sft(cfg: ReproduceConfig, ctx: StageContext, tasks: tuple[str, ...]) -> str
         "compute": {"remat": s.remat, "scan_layers": s.scan_layers},
     }, source=f"the reproduce config's sft part ({ctx.name})")
     result = run_sft(config, SFTSection(tasks=tasks, max_new_tokens=cfg.eval.max_new_tokens))
-    losses = [result.losses[k] for k in sorted(result.losses)]
-    trend = f"loss {losses[0]:.2f} -> {losses[-1]:.2f}" if losses else f"last loss {result.last_loss}"
+    trend = result.loss_trend(2)
     return f"{s.finetune} SFT of {cfg.model} on {', '.join(tasks) or 'every held-in'} demo(s), {result.step} steps ({trend})"
 
 
@@ -158,8 +157,7 @@ def _explicit(cfg: ReproduceConfig, ctx: StageContext, records: str) -> str:
         "outputs": {"save_every": r.steps, "eval_every": 0, "log_every": 1},
     }, source=f"the reproduce config's rm part ({ctx.name})")
     result = train(config)
-    losses = [result.losses[k] for k in sorted(result.losses)]
-    trend = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else f"last loss {result.last_loss}"
+    trend = result.loss_trend(3)
     return f"explicit RM ({r.finetune} on {cfg.model}) on {records}, {result.step} steps ({trend})"
 
 

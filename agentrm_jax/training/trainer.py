@@ -94,6 +94,13 @@ class TrainResult:
     already_complete: bool = False
     notes: tuple[str, ...] = ()
 
+    def loss_trend(self, digits: int = 2) -> str:
+        """'loss FIRST -> LAST' over this invocation's steps, or 'last loss X' when it trained none."""
+        if not self.losses:
+            return f"last loss {self.last_loss}"
+        first, last = self.losses[min(self.losses)], self.losses[max(self.losses)]
+        return f"loss {first:.{digits}f} -> {last:.{digits}f}"
+
 
 def _total_steps(config: TrainConfig, num_examples: int) -> int:
     if config.steps is not None:

@@ -32,3 +32,14 @@ def test_auroc_extremes_and_one_class():
     assert auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
     assert auroc([0.5, 0.5, 0.5], [0, 1, 1]) == 0.5
     assert math.isnan(auroc([0.1, 0.2], [1, 1])) and math.isnan(auroc([0.1, 0.2], [0, 0]))
+
+
+def test_a_train_result_states_its_loss_trend():
+    from pathlib import Path
+
+    from agentrm_jax.training.trainer import TrainResult
+
+    result = TrainResult(out=Path("r"), step=3, losses={3: 0.5, 1: 2.0, 2: 1.0}, eval={}, resumed_from=None)
+    assert result.loss_trend() == "loss 2.00 -> 0.50" and result.loss_trend(3) == "loss 2.000 -> 0.500"
+    done = TrainResult(out=Path("r"), step=3, losses={}, eval={}, resumed_from=3, last_loss=0.25)
+    assert done.loss_trend() == "last loss 0.25"
