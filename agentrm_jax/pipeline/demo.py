@@ -116,21 +116,15 @@ def _samples(cfg: DemoConfig, ctx: StageContext) -> str:
 
 
 def _rm(cfg: DemoConfig, ctx: StageContext) -> str:
-    from agentrm_jax.training.config import TrainConfig
+    from agentrm_jax.pipeline.train_configs import explicit_rm_config
     from agentrm_jax.training.trainer import train
 
     r = cfg.rm
     evals = ctx.inputs["samples"] / "eval.jsonl"
     has_eval = evals.is_file() and evals.stat().st_size > 0
-    config = TrainConfig.from_dict({
-        "model": "bundled", "kind": "explicit", "finetune": r.finetune, "steps": r.steps, "seed": 0,
-        "out": str(ctx.dir / RM_RUN),
-        "data": {"train": str(ctx.inputs["samples"] / "train.jsonl"), **({"eval": str(evals)} if has_eval else {}),
-                 "target": "value", "batch_size": r.batch_size, "max_length": r.max_length},
-        "objective": {"loss": "mse"},
-        "optimizer": {"lr": r.lr, "warmup_steps": min(2, r.steps - 1)},
-        "outputs": {"save_every": r.steps, "eval_every": 0, "log_every": 1},
-    }, source="the demo's rm section")
+    config = explicit_rm_config(model="bundled", section=r, train=ctx.inputs["samples"] / "train.jsonl",
+                                out=ctx.dir / RM_RUN, eval=evals if has_eval else None,
+                                source="the demo's rm section")
     result = train(config)
     trend = result.loss_trend(3)
     ev, quality = result.eval, ""

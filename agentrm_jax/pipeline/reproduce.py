@@ -143,19 +143,12 @@ def _samples(cfg: ReproduceConfig, ctx: StageContext) -> str:
 
 
 def _explicit(cfg: ReproduceConfig, ctx: StageContext, records: str) -> str:
-    from agentrm_jax.training.config import TrainConfig
+    from agentrm_jax.pipeline.train_configs import explicit_rm_config
     from agentrm_jax.training.trainer import train
 
     r = cfg.rm
-    config = TrainConfig.from_dict({
-        "model": cfg.model, "kind": "explicit", "finetune": r.finetune, "steps": r.steps, "seed": 0,
-        "out": str(ctx.dir / RUN),
-        "data": {"train": str(ctx.inputs["samples"] / records), "target": "value", "batch_size": r.batch_size,
-                 "max_length": r.max_length},
-        "objective": {"loss": "mse"},
-        "optimizer": {"lr": r.lr, "warmup_steps": min(2, r.steps - 1)},
-        "outputs": {"save_every": r.steps, "eval_every": 0, "log_every": 1},
-    }, source=f"the reproduce config's rm part ({ctx.name})")
+    config = explicit_rm_config(model=cfg.model, section=r, train=ctx.inputs["samples"] / records, out=ctx.dir / RUN,
+                                source=f"the reproduce config's rm part ({ctx.name})")
     result = train(config)
     trend = result.loss_trend(3)
     return f"explicit RM ({r.finetune} on {cfg.model}) on {records}, {result.step} steps ({trend})"
