@@ -99,7 +99,8 @@ def play_lockstep(envs: Sequence, policy: PolicySampler, *, seed: int, max_turns
                   temperature: float = 0.0, env_name: str | None = None, one_shot: bool = True,
                   max_history: int | None = None, ids: Sequence[str] | None = None,
                   on_call: Callable[[int, int], None] | None = None,
-                  on_step: Callable[[int, int, Step, str], None] | None = None) -> list[Trajectory]:
+                  on_step: Callable[[int, int, Step, str], None] | None = None,
+                  on_turn: Callable[[int, int, int], None] | None = None) -> list[Trajectory]:
     """Play one episode per env (each already reset, its first observation in `first_observations`;
     default: the env's `instruction`) together.
 
@@ -109,7 +110,8 @@ def play_lockstep(envs: Sequence, policy: PolicySampler, *, seed: int, max_turns
     done or after max_turns turns. Each trajectory carries success and progress
     from its env, and in `meta` the raw texts and the progress after every step
     (`progress_trace`, read by the oracle scorer). on_call(contexts, n) is told of
-    each policy call, on_step(episode index, turn, step, raw text) of each step.
+    each policy call, on_step(episode index, turn, step, raw text) of each step,
+    on_turn(turns played, max_turns, episodes still live) of each finished turn.
     """
     if max_turns < 1:
         raise ValueError(f"max_turns must be >= 1, got {max_turns}")
@@ -140,6 +142,8 @@ def play_lockstep(envs: Sequence, policy: PolicySampler, *, seed: int, max_turns
             if not done:
                 still.append(i)
         live, turn = still, turn + 1
+        if on_turn is not None:
+            on_turn(turn, max_turns, len(live))
     return [t.replace(success=bool(e.success), progress=min(max(float(e.progress), 0.0), 1.0),
                       meta={"split": getattr(e, "split", "train"), "seed": seed, "turns": len(t.steps),
                             "raw": raw[i], PROGRESS_TRACE: trace[i]})

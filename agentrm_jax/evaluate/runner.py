@@ -27,7 +27,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,9 +217,11 @@ class EpisodeRunner:
             result = beam_search(policy, self.rm, factory, search_cfg)
         return self._row(episode, result)
 
-    def run_group(self, episodes: Sequence[Episode]) -> list[dict[str, Any]]:
+    def run_group(self, episodes: Sequence[Episode], *,
+                  on_turn: Callable[[int, int, int], None] | None = None) -> list[dict[str, Any]]:
         """Rows of a `lockstep_groups` group: one episode played alone, or greedy episodes of one env
-        played together (`search.greedy_many`; each row's `costs.lockstep` says how many shared them)."""
+        played together (`search.greedy_many`; each row's `costs.lockstep` says how many shared them).
+        on_turn(turns played, turn limit, episodes still live): told after each turn of a group."""
         from agentrm_jax.search import SearchConfig, greedy_many
 
         if len(episodes) == 1:
@@ -230,7 +232,7 @@ class EpisodeRunner:
         policy = self.policy_for(first.env, first.seed)
         name, split = first.env, first.split
         cfgs = [SearchConfig(seed=ep.seed, max_turns=ep.max_turns, temperature=ep.temperature) for ep in episodes]
-        results = greedy_many(policy, lambda: _new_env(name, split), cfgs)
+        results = greedy_many(policy, lambda: _new_env(name, split), cfgs, on_turn=on_turn)
         rows = [self._row(ep, result) for ep, result in zip(episodes, results)]
         for row in rows:
             row["costs"]["lockstep"] = len(episodes)
@@ -291,6 +293,19 @@ def _results_in_pool(cfg: EvalConfig, todo: Sequence[Sequence[Episode]], workers
 # ------------------------------------------------------------------------------------------- driver
 
 
+def _turn_postfix(bar, wins: list[bool], group: Sequence[Episode]) -> Callable[[int, int, int], None] | None:
+    """An on_turn for `run_group` that shows in `bar` how far a lockstep group has got; None without a bar."""
+    if bar is None or len(group) < 2:
+        return None
+    env = group[0].env
+
+    def on_turn(turn: int, limit: int, live: int) -> None:
+        shown = {"success": f"{sum(wins) / len(wins):.0%}"} if wins else {}
+        bar.set_postfix(**shown, group=f"{len(group)} {env}", turn=f"{turn}/{limit}", live=live)
+
+    return on_turn
+
+
 def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True) -> Path:
     """Play every episode of `cfg` not yet in `cfg.output`, appending one row each; returns the output path.
 
@@ -298,7 +313,8 @@ def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True) ->
     the config's labels name them in rows). With `cfg.workers > 1` episodes run in a pool of spawned
     processes, each building its own policy and RM once; rows are the same as with one worker (search
     is deterministic given the task seed) but are written in the order episodes finish.
-    A progress bar (stderr) shows episodes done and the running success rate.
+    A progress bar (stderr) shows episodes done and the running success rate, and with one worker
+    the turn a lockstep group has reached (a group's rows arrive only when all its episodes end).
     """
     if cfg.workers > 1 and (policy is not None or rm is not None):
         raise ValueError("run_eval: policy/rm objects cannot be shipped to worker processes; pass specs in the "
@@ -327,7 +343,7 @@ def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True) ->
         batches = _results_in_pool(cfg, groups, workers)
     else:
         runner = EpisodeRunner(cfg, policy=policy, rm=rm)
-        batches = (runner.run_group(group) for group in groups)
+        batches = (runner.run_group(group, on_turn=_turn_postfix(bar, wins, group)) for group in groups)
     try:
         for batch in batches:
             # a key written already cannot occur (keys are unique); guards the file all the same

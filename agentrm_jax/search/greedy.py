@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agentrm_jax.agents.loop import play_lockstep
 from agentrm_jax.agents.policies import PolicySampler
@@ -54,7 +54,8 @@ def split_costs(group: Costs, turns: Sequence[int]) -> list[Costs]:
                                 prefills_saved=0, env_steps=t) for share, t in zip(shares, turns)]
 
 
-def greedy_many(policy: PolicySampler, env_factory: EnvFactory, cfgs: Sequence[SearchConfig]) -> list[SearchResult]:
+def greedy_many(policy: PolicySampler, env_factory: EnvFactory, cfgs: Sequence[SearchConfig], *,
+                on_turn: Callable[[int, int, int], None] | None = None) -> list[SearchResult]:
     """`greedy` for each config (task `cfg.seed`), the episodes played in lockstep: each turn the live
     episodes' contexts go to the policy in one call, so a batching policy decodes them together.
 
@@ -62,6 +63,8 @@ def greedy_many(policy: PolicySampler, env_factory: EnvFactory, cfgs: Sequence[S
     Trajectories are those `greedy` plays for the same seeds up to float rounding of the batched
     forward (a near-tie between two tokens can break the other way in a batch of another shape).
     Costs: see `split_costs` (what the group spent, shared out per episode).
+    on_turn(turns played, turn limit, episodes still live) is told after each lockstep turn, so a
+    caller can show progress within a long group (`play_lockstep`).
     """
     cfgs = list(cfgs)
     if not cfgs:
@@ -83,7 +86,7 @@ def greedy_many(policy: PolicySampler, env_factory: EnvFactory, cfgs: Sequence[S
             first_observations=[firsts[i] for i in idx], temperature=0.0, env_name=base.env_name,
             one_shot=base.one_shot, max_history=base.max_history,
             ids=[f"{n}/{getattr(envs[i], 'split', 'train')}/{cfgs[i].seed}/greedy" for n, i in zip(names, idx)],
-            on_call=meter.sampled)
+            on_call=meter.sampled, on_turn=on_turn)
         for i, t in zip(idx, trajectories):
             played[i] = t.replace(meta={**t.meta, "seed": cfgs[i].seed})
     ordered = [played[i] for i in range(len(cfgs))]

@@ -88,6 +88,27 @@ def test_greedy_many_equals_greedy_per_seed():
         assert result.params == alone.params
 
 
+def test_greedy_many_reports_each_turn_with_the_live_count():
+    from agentrm_jax.envs import make
+
+    turns = []
+    results = greedy_many(ContextHashPolicy(), lambda: make("maze", split="test"),
+                          [SearchConfig(seed=s, max_turns=5) for s in (3, 1, 4)],
+                          on_turn=lambda *t: turns.append(t))
+    lengths = [len(r.trajectory.steps) for r in results]
+    assert [t for t, _, _ in turns] == list(range(1, max(lengths) + 1))
+    assert all(limit == 5 for _, limit, _ in turns)
+    # live after turn t: the episodes that played more than t turns (at the limit, those not done)
+    assert [live for _, _, live in turns[:-1]] == [sum(n > t for n in lengths) for t in range(1, max(lengths))]
+    assert turns[-1][2] <= sum(n == max(lengths) for n in lengths)
+
+
+def test_eval_progress_bar_shows_the_turn_a_lockstep_group_reached(tmp_path, capsys):
+    run_eval(_config(tmp_path / "a.jsonl", seeds=3, max_turns=4, lockstep=3), policy=ContextHashPolicy())
+    err = capsys.readouterr().err
+    assert "group=3 maze" in err and "turn=1/4" in err
+
+
 def test_greedy_many_refuses_configs_that_differ_beyond_the_seed():
     with pytest.raises(ValueError, match="seed only"):
         greedy_many(ContextHashPolicy(), lambda: None, [SearchConfig(seed=0, max_turns=3),
