@@ -3,7 +3,14 @@ into transformers takes ~20 s, so every real_model test shares one copy."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The CLI commands turn on jax's on-disk compilation cache (models/compile_cache.py), a process-wide
+# setting: off in tests, so that no test's programs come from, or depend on, another test's run.
+# tests/models/test_compile_cache.py turns it on explicitly.
+os.environ.setdefault("AGENTRM_COMPILE_CACHE", "0")
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
     path = args.model or bundled_model_path()
     t0 = time.perf_counter()
+    from agentrm_jax.models.compile_cache import use_persistent_compile_cache
+
+    use_persistent_compile_cache()
     model, tokenizer = _load_served_model(path, args.dtype)
     name = args.model_name or str(path).rstrip("/").split("/")[-1]
     api_key = args.api_key or os.environ.get("AGENTRM_API_KEY") or None
@@ -85,6 +88,10 @@ def _cmd_play(args: argparse.Namespace) -> int:
     if in_process:
         say("loading the model and its tokenizer (a few seconds; the first run also builds the tokenizer cache) ...")
     t0 = time.perf_counter()
+    if in_process:
+        from agentrm_jax.models.compile_cache import use_persistent_compile_cache
+
+        use_persistent_compile_cache()
     policy = factory.make_policy(args.policy, env, model=args.model, seed=args.seed, noise=args.noise,
                                  max_new_tokens=args.max_new_tokens, timeout=args.timeout, kv_cache_mb=kv_cache_mb)
     t_load = time.perf_counter() - t0

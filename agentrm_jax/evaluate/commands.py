@@ -48,6 +48,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         for ep in episodes:
             print(ep.key)
         return 0
+    from agentrm_jax.models.compile_cache import use_persistent_compile_cache
+
+    use_persistent_compile_cache()
     out = run_eval(cfg, progress=not args.no_progress)
     keys = {ep.key for ep in episodes}
     rows = [r for r in read_rows(out) if r.get("key") in keys]

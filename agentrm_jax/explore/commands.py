@@ -50,6 +50,9 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     if cfg.env in REGISTRY and REGISTRY[cfg.env].role == "held_out":
         print(f"explore: note: {cfg.env} is a held-out env; AgentRM trains its RMs on held-in tasks only",
               file=sys.stderr)
+    from agentrm_jax.models.compile_cache import use_persistent_compile_cache
+
+    use_persistent_compile_cache()
     counts = run_explore(cfg, progress=not args.no_progress)
     print(f"explore: {counts['trees']}/{len(cfg.seeds)} trees in {cfg.output} ({counts['written']} new, "
           f"{counts['skipped']} already there); make records with `agentrm samples --trees {cfg.output} "

@@ -43,20 +43,6 @@ def _config_path(given: str | None) -> Path:
     return here if here.is_file() else Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
-def _persistent_compile_cache() -> None:
-    """Keep XLA's compiled programs on disk ($JAX_COMPILATION_CACHE_DIR, else $AGENTRM_CACHE/jax_compile or
-    ~/.cache/agentrm_jax/jax_compile): most of a cold demo is compiling the sampler's and trainer's programs
-    on CPU, and a second demo (another --out, --fresh) then loads them instead."""
-    import os
-
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return  # jax reads it itself
-    import jax
-
-    from agentrm_jax.models.gguf_tokenizer import default_cache_dir
-
-    jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "jax_compile"))
-
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
@@ -67,7 +53,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from agentrm_jax.pipeline.stages import run_stages
 
     cfg = DemoConfig.from_yaml(_config_path(args.config), quick=args.quick)
-    _persistent_compile_cache()
+    from agentrm_jax.models.compile_cache import use_persistent_compile_cache
+
+    use_persistent_compile_cache()  # most of a cold demo is compiling; a second demo loads the programs
     run_stages(demo_stages(cfg), args.out, fresh=args.fresh, redo_changed=args.redo_changed, pipeline="demo")
     out = Path(args.out)
     print(f"demo: done in {time.perf_counter() - t0:.0f} s; results in {out / 'report' / 'results.md'}. Next:",

@@ -53,6 +53,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             print(f"{plan.action:>6}  {plan.stage.name}{needs}")
         return 0
     cfg.check_models()
+    from agentrm_jax.models.compile_cache import use_persistent_compile_cache
+
+    use_persistent_compile_cache()
     print(f"reproduce: {len(stages)} stages from {args.config} (sha256 {cfg.sha256[:12]}) -> {args.out}",
           file=sys.stderr, flush=True)
     run_stages(stages, args.out, fresh=args.fresh, redo_changed=args.redo_changed, pipeline="reproduce")

@@ -36,6 +36,9 @@ def _cmd_sft(args: argparse.Namespace) -> int:
     from agentrm_jax.training.commands import summary
     from agentrm_jax.training.trainer import NonFiniteError
 
+    from agentrm_jax.models.compile_cache import use_persistent_compile_cache
+
+    use_persistent_compile_cache()
     try:
         result = run_sft(config, sft, progress=not args.no_progress, overwrite=args.overwrite)
     except NonFiniteError as e:

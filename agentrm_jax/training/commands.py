@@ -69,8 +69,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.plan:
         return _plan(config, args)
+    from agentrm_jax.models.compile_cache import use_persistent_compile_cache
     from agentrm_jax.training.trainer import NonFiniteError, train
 
+    use_persistent_compile_cache()
     try:
         result = train(config, progress=not args.no_progress, overwrite=args.overwrite)
     except NonFiniteError as e:
