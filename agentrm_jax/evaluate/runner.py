@@ -293,6 +293,11 @@ def _results_in_pool(cfg: EvalConfig, todo: Sequence[Sequence[Episode]], workers
 # ------------------------------------------------------------------------------------------- driver
 
 
+def _success_postfix(wins: list[bool]) -> dict[str, str]:
+    """The bar's running success rate ({} before any episode has ended)."""
+    return {"success": f"{sum(wins) / len(wins):.0%}"} if wins else {}
+
+
 def _turn_postfix(bar, wins: list[bool], group: Sequence[Episode]) -> Callable[[int, int, int], None] | None:
     """An on_turn for `run_group` that shows in `bar` how far a lockstep group has got; None without a bar."""
     if bar is None or len(group) < 2:
@@ -300,8 +305,7 @@ def _turn_postfix(bar, wins: list[bool], group: Sequence[Episode]) -> Callable[[
     env = group[0].env
 
     def on_turn(turn: int, limit: int, live: int) -> None:
-        shown = {"success": f"{sum(wins) / len(wins):.0%}"} if wins else {}
-        bar.set_postfix(**shown, group=f"{len(group)} {env}", turn=f"{turn}/{limit}", live=live)
+        bar.set_postfix(**_success_postfix(wins), group=f"{len(group)} {env}", turn=f"{turn}/{limit}", live=live)
 
     return on_turn
 
@@ -332,7 +336,7 @@ def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True) ->
         bar = tqdm(total=len(episodes), initial=len(episodes) - len(todo), desc=f"eval -> {out.name}",
                    unit="ep", file=sys.stderr, dynamic_ncols=True)
         if wins:
-            bar.set_postfix(success=f"{sum(wins) / len(wins):.0%}")
+            bar.set_postfix(**_success_postfix(wins))
     written = set(existing)
     if not todo:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -354,7 +358,7 @@ def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True) ->
                 wins.append(bool(row["success"]))
             if bar is not None and batch:
                 bar.update(len(batch))
-                bar.set_postfix(success=f"{sum(wins) / len(wins):.0%}", last=f"{batch[-1]['env']}/{batch[-1]['seed']}")
+                bar.set_postfix(**_success_postfix(wins), last=f"{batch[-1]['env']}/{batch[-1]['seed']}")
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
