@@ -5,7 +5,9 @@ compiles of a long lockstep eval").
 
 Plays the env's 20 test seeds greedily in one lockstep group with the bundled policy (as the split
 baseline does) and prints after each turn: process RSS, bytes of live jax arrays, prefix-cache bytes
-and pool pages, prefilled / generated tokens, and how many programs each sampler jit holds.
+and pool pages, prefilled / generated tokens, how many programs each sampler jit holds (dispatch-cache
+entries: one shape seen both as fresh and as jit-output arrays counts twice) and how many XLA compiles
+really ran, with their seconds.
 --trim calls glibc's malloc_trim(0) after each turn and prints the RSS before it (Linux only).
 """
 
@@ -45,6 +47,9 @@ def main() -> None:
     cfg = EvalConfig(policy="bundled", rm="oracle", envs=(args.env,), split="test", seeds=args.seeds,
                      methods=parse_methods(["greedy"]), max_turns=args.turns, lockstep=args.seeds,
                      kv_cache_mb=args.kv_cache_mb, max_new_tokens=96, output=out)
+    compiles: list[float] = []  # seconds of each XLA backend compile
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, secs, **_: compiles.append(secs) if event.endswith("backend_compile_duration") else None)
     runner = EpisodeRunner(cfg)
     sampler = runner.policy_for(args.env, 0).sampler
     libc = ctypes.CDLL("libc.so.6") if args.trim else None
@@ -60,7 +65,7 @@ def main() -> None:
               f"live_arrays={sum(a.nbytes for a in jax.live_arrays()) / 1e9:.2f}GB "
               f"cache_held={(cache.bytes_held if cache is not None else 0) / 1e9:.2f}GB "
               f"prefilled={sampler.stats.prefilled_tokens} generated={sampler.stats.generated_tokens}", flush=True)
-        print(f"  programs {compile_counts()}", flush=True)
+        print(f"  programs {compile_counts()}; xla compiles {len(compiles)} ({sum(compiles):.1f} s)", flush=True)
 
     runner.run_group(plan_episodes(cfg), on_turn=on_turn)
     print(f"done in {time.perf_counter() - t0:.0f} s")

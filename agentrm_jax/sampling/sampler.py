@@ -41,6 +41,13 @@ the prefill computes it once instead of once per row, and every decode step
 reads its keys and values once for all rows (decode streams the whole cache
 each step, so at agent context lengths this is most of the KV traffic).
 
+Chunks: a call with more prompts than `max_batch` runs in balanced chunks (20 prompts at
+max_batch 8: 7, 7, 6), and every chunk pads to the same sizes (`CallShape`: rows, cached-prefix
+slots, suffix slots, output buffer, taken as the maximum over the whole call), so the call's
+chunks share one prefill and one decode program instead of compiling a set per chunk; the
+common prefix is the whole call's and is prefilled once for all chunks. Long agent evals cross
+length buckets every few turns, and per-chunk shapes had made that several programs a turn.
+
 The sampler keeps a reference to the model and splits it (`nnx.split`, a few
 ms) at the start of every call, so samples always use the model's current
 weights, in-place updates (an optimizer step, `nnx.update`) included.
@@ -208,6 +215,36 @@ class PrefillLayout:
 
 
 @dataclasses.dataclass(frozen=True)
+class CallShape:
+    """Padded sizes that every chunk of one `generate_ids` call uses at least (module docstring)."""
+
+    rows: int  # prompt rows per chunk, a power of two (batch-padding rows start finished)
+    prefix_slots: int  # slots for a row's cached blocks after the shared prefix (0: no row has any)
+    suffix_slots: int  # slots for a row's uncached prompt tokens
+    out_len: int  # output buffer (tokens), a power of two of max_new_tokens
+
+    @property
+    def cache_len(self) -> int:
+        """KV slots per row after the shared prefix: prompt regions plus the output buffer."""
+        prompt = bucket_length(self.prefix_slots + self.suffix_slots, MIN_PROMPT_BUCKET) if self.prefix_slots \
+            else self.suffix_slots
+        return prompt + self.out_len
+
+
+def balanced_chunks(count: int, max_batch: int) -> list[tuple[int, int]]:
+    """[start, end) of the fewest chunks of at most `max_batch` items, sizes differing by at most one
+    (20 items at max_batch 8: 7, 7, 6), so every chunk pads to the same power-of-two row count."""
+    chunks = -(-count // max_batch)
+    base, extra = divmod(count, chunks)
+    bounds, start = [], 0
+    for i in range(chunks):
+        end = start + base + (i < extra)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+@dataclasses.dataclass(frozen=True)
 class Completion:
     """One sampled continuation."""
 
@@ -303,39 +340,50 @@ class Sampler:
             k = seen.get(ids, 0)
             seen[ids] = k + 1
             streams.append((prompt_hash(ids), k * n))
+        hits = [self.cache.lookup(p) for p in prompt_ids] if self.cache is not None else [[] for _ in prompt_ids]
+        shared_len = self._shared_length(prompt_ids, n)
+        chunks = balanced_chunks(len(prompt_ids), self.max_batch)
+        shape = self._call_shape(prompt_ids, hits, shared_len, chunks, next_power_of_two(max_new_tokens, 8))
+        shared, shared_cached, shared_first = self._prefill_shared(graphdef, params, prompt_ids, hits, shared_len)
         out: list[list[Completion]] = []
-        for start in range(0, len(prompt_ids), self.max_batch):
-            batch = prompt_ids[start:start + self.max_batch]
-            out.extend(self._generate_batch(graphdef, params, batch, streams[start:start + self.max_batch],
-                                            max_new_tokens, strategy, temperature, top_p, n, stop, key))
+        for start, end in chunks:
+            batch = prompt_ids[start:end]
+            if start and self.cache is not None:
+                # Earlier chunks inserted blocks and may have evicted some: look again, but use no more
+                # blocks than planned (rows that share blocks only with an earlier chunk's rows would
+                # otherwise get a longer prefix region than `shape` has, and a program of their own).
+                hits[start:end] = [self.cache.lookup(p)[:len(h)] for p, h in zip(batch, hits[start:end])]
+            logits, cache, layout = self._prefill_chunk(graphdef, params, batch, hits[start:end], shared, shared_len,
+                                                        shared_cached, shared_first, shape, n)
+            results, cache = self._decode_batch(graphdef, params, batch, logits, cache, shape, streams[start:end],
+                                                max_new_tokens, strategy, temperature, top_p, n, stop, key)
+            shared = cache.shared  # the decode donated the chunk's state: the next chunk reads its copy
+            if self.cache is not None:
+                self._store(batch, results, cache, layout, n, shared_new=start == 0)
+            out.extend(results)
         return out
 
-    def _generate_batch(self, graphdef, params, batch, streams, max_new_tokens, strategy, temperature, top_p,
-                        n, stop, key):
-        hits = [self.cache.lookup(p) for p in batch] if self.cache is not None else [[] for _ in batch]
-        results, cache, layout = self._decode_batch(graphdef, params, batch, hits, streams, max_new_tokens,
-                                                    strategy, temperature, top_p, n, stop, key)
-        if self.cache is not None:
-            if layout.shared_len > layout.shared_cached:  # the common prefix's new blocks, stored once
-                self.cache.insert(cache.shared.keys, cache.shared.values,
-                                  [(0, batch[0][:layout.shared_len], layout.shared_cached, layout.shared_first_slot)])
-            # every sample's prompt + kept completion: the next turn's context extends one of them
-            rows = [(r * n + j, [*batch[r], *results[r][j].token_ids], layout.shared_len + layout.row_cached[r],
-                     layout.first_slots[r]) for r in range(len(batch)) for j in range(n)]
-            self.cache.insert(cache.keys, cache.values, rows)
-            self.stats.cache_evictions = self.cache.stats.evictions
-            self.stats.cache_bytes = self.cache.bytes_held
-        return results
+    def _store(self, batch, results, cache, layout: PrefillLayout, n: int, *, shared_new: bool) -> None:
+        """Keeps a chunk's KV in the prefix cache: the common prefix's new blocks (once a call) and every
+        sample's prompt + kept completion (the next turn's context extends one of them)."""
+        if shared_new and layout.shared_len > layout.shared_cached:
+            self.cache.insert(cache.shared.keys, cache.shared.values,
+                              [(0, batch[0][:layout.shared_len], layout.shared_cached, layout.shared_first_slot)])
+        rows = [(r * n + j, [*batch[r], *results[r][j].token_ids], layout.shared_len + layout.row_cached[r],
+                 layout.first_slots[r]) for r in range(len(batch)) for j in range(n)]
+        self.cache.insert(cache.keys, cache.values, rows)
+        self.stats.cache_evictions = self.cache.stats.evictions
+        self.stats.cache_bytes = self.cache.bytes_held
 
-    def _shared_length(self, batch, n) -> int:
-        """Tokens of the batch's common prefix to prefill once and hold once (`KVCache.shared`): the
+    def _shared_length(self, prompts, n) -> int:
+        """Tokens of the call's common prefix to prefill once and hold once (`KVCache.shared`): the
         longest common prefix, leaving every row at least one token (its logits start the decode),
         cut to whole cache blocks; 0 when fewer than MIN_SHARED_PREFIX or only one row decodes."""
-        if len(batch) * n < 2:
+        if len(prompts) * n < 2:
             return 0
-        limit = min(len(p) for p in batch) - 1
-        first = np.asarray(batch[0][:limit])
-        for p in batch[1:]:
+        limit = min(len(p) for p in prompts) - 1
+        first = np.asarray(prompts[0][:limit])
+        for p in prompts[1:]:
             differ = np.flatnonzero(np.asarray(p[:limit]) != first[:limit])
             if differ.size:
                 limit = int(differ[0])
@@ -343,41 +391,46 @@ class Sampler:
         shared = limit // align * align
         return shared if shared >= MIN_SHARED_PREFIX else 0
 
-    def _prefill_batch(self, graphdef, params, batch, hits, n, out_len):
-        """Logits [R, V] and KV cache of a batch, and a `PrefillLayout` (where each row's tokens went).
-
-        The batch's common prefix (`_shared_length`) is prefilled once, at batch 1, on top of its
-        cached blocks, and becomes the cache's `shared` prefix; then every row prefills the rest of
-        its prompt after it, on top of the row's own cached blocks (see `_prefill_rows`).
-        """
-        block = self.cache.block if self.cache is not None else 1
-        shared_len = self._shared_length(batch, n)
-        shared, shared_cached, shared_first = None, 0, 0
-        if shared_len:
-            shared_hits = hits[0][:shared_len // block] if self.cache is not None else []
-            shared_cached = len(shared_hits) * block
-            if shared_cached == shared_len:
-                table, prefix_mask = self._prefix_table([shared_hits], 1)
-                shared = _cache_of_blocks(*self.cache.gather(table), jnp.asarray(prefix_mask))
-                self.stats.cache_hit_tokens += shared_cached * len(batch)
-            else:  # counts the computed part as prefilled and the cached part as one row's hits
-                _, shared, firsts = self._prefill_rows(graphdef, params, [batch[0][:shared_len]], [shared_hits],
-                                                       None, 1, 0, with_logits=False)
-                shared_first = firsts[0]
-                self.stats.cache_hit_tokens += shared_cached * (len(batch) - 1)
-            self.stats.shared_tokens += (shared_len - shared_cached) * (len(batch) - 1)
-        row_hits = [h[shared_len // block:] for h in hits]
-        logits, cache, firsts = self._prefill_rows(graphdef, params, [p[shared_len:] for p in batch], row_hits,
-                                                   shared, n, out_len)
-        layout = PrefillLayout(first_slots=firsts, row_cached=[len(h) * block for h in row_hits],
-                               shared_len=shared_len, shared_cached=shared_cached, shared_first_slot=shared_first)
-        return logits, cache, layout
-
-    def _prefix_table(self, hits, rows_b):
-        """Page table [rows_b, nb] (0: the scratch page) and right-aligned mask [rows_b, nb * block] of
-        rows' cached blocks, nb bucketed."""
+    def _prefix_slots(self, cached_tokens: int) -> int:
+        """Bucketed slots (whole blocks) for a row's cached prefix of `cached_tokens` tokens."""
         block = self.cache.block
-        prefix_len = -(-bucket_length(max(len(h) for h in hits) * block, block) // block) * block
+        return -(-bucket_length(cached_tokens, block) // block) * block
+
+    def _call_shape(self, prompts, hits, shared_len, chunks, out_len) -> CallShape:
+        """The sizes every chunk pads to: the largest any row of the call needs (from the call's first
+        lookups; a chunk whose later lookup needs more pads further)."""
+        block = self.cache.block if self.cache is not None else 1
+        cached = [len(h[shared_len // block:]) * block for h in hits]
+        suffix = max(len(p) - shared_len - c for p, c in zip(prompts, cached))
+        return CallShape(rows=next_power_of_two(max(end - start for start, end in chunks)),
+                         prefix_slots=self._prefix_slots(max(cached)) if any(cached) else 0,
+                         suffix_slots=bucket_length(suffix, MIN_PROMPT_BUCKET),
+                         out_len=out_len)
+
+    def _prefill_shared(self, graphdef, params, prompts, hits, shared_len):
+        """(batch-1 KVCache of the call's common prefix or None, its cached tokens, the slot of its first
+        computed token). Prefilled once on top of its cached blocks, or gathered when wholly cached."""
+        if not shared_len:
+            return None, 0, 0
+        block = self.cache.block if self.cache is not None else 1
+        shared_hits = hits[0][:shared_len // block] if self.cache is not None else []
+        shared_cached = len(shared_hits) * block
+        self.stats.shared_tokens += (shared_len - shared_cached) * (len(prompts) - 1)
+        if shared_cached == shared_len:
+            table, prefix_mask = self._prefix_table([shared_hits], 1)
+            self.stats.cache_hit_tokens += shared_cached * len(prompts)
+            return _cache_of_blocks(*self.cache.gather(table), jnp.asarray(prefix_mask)), shared_cached, 0
+        # counts the computed part as prefilled and the cached part as one row's hits
+        _, shared, firsts = self._prefill_rows(graphdef, params, [prompts[0][:shared_len]], [shared_hits], None,
+                                               1, None, with_logits=False)
+        self.stats.cache_hit_tokens += shared_cached * (len(prompts) - 1)
+        return shared, shared_cached, firsts[0]
+
+    def _prefix_table(self, hits, rows_b, min_slots: int = 0):
+        """Page table [rows_b, nb] (0: the scratch page) and right-aligned mask [rows_b, nb * block] of
+        rows' cached blocks, nb bucketed (and at least min_slots / block)."""
+        block = self.cache.block
+        prefix_len = max(self._prefix_slots(max(len(h) for h in hits) * block), min_slots)
         table = np.zeros((rows_b, prefix_len // block), np.int32)
         prefix_mask = np.zeros((rows_b, prefix_len), np.int32)
         for r, h in enumerate(hits):
@@ -386,15 +439,17 @@ class Sampler:
                 prefix_mask[r, prefix_len - len(h) * block:] = 1
         return table, prefix_mask
 
-    def _prefill_rows(self, graphdef, params, seqs, hits, shared, n, out_len, with_logits=True):
+    def _prefill_rows(self, graphdef, params, seqs, hits, shared, n, shape: CallShape | None, with_logits=True):
         """Prefill of token sequences after `shared` (None or a batch-1 KVCache), each on top of its
-        cached blocks (`hits`, lists of blocks; layout in the module docstring). Returns (logits [R, V]
-        or None, cache, the slot of each sequence's first uncached token)."""
-        rows_b = next_power_of_two(len(seqs))
+        cached blocks (`hits`, lists of blocks; layout in the module docstring), padded to at least
+        `shape` (None: the sequences' own buckets and no output buffer). Returns (logits [R, V] or None,
+        cache, the slot of each sequence's first uncached token)."""
+        floor = shape or CallShape(rows=1, prefix_slots=0, suffix_slots=0, out_len=0)
+        rows_b = max(next_power_of_two(len(seqs)), floor.rows)
         block = self.cache.block if self.cache is not None else 1
         cached = [len(h) * block for h in hits]
         suffixes = [len(p) - c for p, c in zip(seqs, cached)]
-        suffix_len = bucket_length(max(suffixes), MIN_PROMPT_BUCKET)
+        suffix_len = max(bucket_length(max(suffixes), MIN_PROMPT_BUCKET), floor.suffix_slots)
         ids = np.full((rows_b, suffix_len), self.pad_id, np.int32)
         mask = np.zeros((rows_b, suffix_len), np.int32)
         for r, (p, c) in enumerate(zip(seqs, cached)):
@@ -403,28 +458,42 @@ class Sampler:
         self.stats.prefilled_tokens += sum(suffixes)
         self.stats.cache_hit_tokens += sum(cached)
         if not any(cached):
+            cache_len = max(suffix_len + floor.out_len, floor.cache_len)
             logits, cache = _prefill(graphdef, params, shared, jnp.asarray(ids), jnp.asarray(mask), n=n,
-                                     cache_len=suffix_len + out_len, with_logits=with_logits)
+                                     cache_len=cache_len, with_logits=with_logits)
             return logits, cache, [suffix_len - s for s in suffixes]
-        table, prefix_mask = self._prefix_table(hits, rows_b)
+        table, prefix_mask = self._prefix_table(hits, rows_b, floor.prefix_slots)
         prefix_len = prefix_mask.shape[1]
         prefix_keys, prefix_values = self.cache.gather(table)
         # Total slots bucketed too, so the decode programs are shared with the plain path's lengths.
-        cache_len = bucket_length(prefix_len + suffix_len, MIN_PROMPT_BUCKET) + out_len
+        cache_len = max(dataclasses.replace(floor, prefix_slots=prefix_len, suffix_slots=suffix_len).cache_len,
+                        floor.cache_len)
         logits, cache = _prefill_cached(graphdef, params, shared, prefix_keys, prefix_values,
                                         jnp.asarray(prefix_mask), jnp.asarray(ids), jnp.asarray(mask), n=n,
                                         cache_len=cache_len, with_logits=with_logits)
         return logits, cache, [prefix_len + suffix_len - s for s in suffixes]
 
-    def _decode_batch(self, graphdef, params, batch, hits, streams, max_new_tokens, strategy, temperature, top_p,
-                      n, stop, key):
-        """(completions per prompt, the final KV cache, the prefill's `PrefillLayout`)."""
-        real = len(batch)
-        rows_b = next_power_of_two(real)
-        out_len = next_power_of_two(max_new_tokens, 8)
-        logits, cache, layout = self._prefill_batch(graphdef, params, batch, hits, n, out_len)
+    def _prefill_chunk(self, graphdef, params, batch, hits, shared, shared_len, shared_cached, shared_first,
+                       shape: CallShape, n):
+        """Logits [R, V], KV cache and `PrefillLayout` of one chunk's prompts after the call's common
+        prefix (`shared`, its first `shared_len` tokens), each on top of its cached blocks (`hits`: the
+        full lookups), padded to `shape`."""
+        block = self.cache.block if self.cache is not None else 1
+        row_hits = [h[shared_len // block:] for h in hits]
+        logits, cache, firsts = self._prefill_rows(graphdef, params, [p[shared_len:] for p in batch], row_hits,
+                                                   shared, n, shape)
         self.stats.prefill_calls += 1
-        self.stats.prefill_rows += real
+        self.stats.prefill_rows += len(batch)
+        return logits, cache, PrefillLayout(first_slots=firsts, row_cached=[len(h) * block for h in row_hits],
+                                            shared_len=shared_len, shared_cached=shared_cached,
+                                            shared_first_slot=shared_first)
+
+    def _decode_batch(self, graphdef, params, batch, logits, cache, shape: CallShape, streams, max_new_tokens,
+                      strategy, temperature, top_p, n, stop, key):
+        """(completions per prompt, the final KV cache) of a prefilled chunk."""
+        real = len(batch)
+        rows_b = max(next_power_of_two(real), shape.rows)
+        out_len = shape.out_len
         rows = rows_b * n
         done = np.repeat(np.arange(rows_b) >= real, n)  # batch-padding rows start finished
         hashes = np.zeros(rows, np.uint32)
@@ -470,7 +539,7 @@ class Sampler:
                 row.append(completion)
             results.append(row)
         self.stats.decode_rows += real * n
-        return results, state.cache, layout
+        return results, state.cache
 
     def _stops(self, text: str, stop: tuple[str, ...]) -> bool:
         return any(s in text for s in stop) or (self.stop_when is not None and self.stop_when(text))

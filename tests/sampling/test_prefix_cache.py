@@ -19,6 +19,7 @@ from flax import nnx
 from agentrm_jax.models.config import ModelConfig
 from agentrm_jax.models.llama import KVCache, init_model
 from agentrm_jax.sampling import Sampler, compile_counts
+from agentrm_jax.sampling.sampler import balanced_chunks
 
 EOS = 2
 VOCAB = 101
@@ -84,7 +85,11 @@ def forced_logits(sampler, prompts, continuations):
     hits = [sampler.cache.lookup(p) for p in prompts] if sampler.cache is not None else [[] for _ in prompts]
     steps = max(len(c) for c in continuations)
     stats = dataclasses.replace(sampler.stats)
-    logits, cache, _ = sampler._prefill_batch(graphdef, params, prompts, hits, 1, steps + 8)
+    shared_len = sampler._shared_length(prompts, 1)
+    shape = sampler._call_shape(prompts, hits, shared_len, [(0, len(prompts))], steps + 8)
+    shared, shared_cached, shared_first = sampler._prefill_shared(graphdef, params, prompts, hits, shared_len)
+    logits, cache, _ = sampler._prefill_chunk(graphdef, params, prompts, hits, shared, shared_len, shared_cached,
+                                              shared_first, shape, 1)
     sampler.stats = stats  # this look is not sampler work
     rows = logits.shape[0]
     out = [np.asarray(logits)]
@@ -166,7 +171,7 @@ def test_a_batch_common_prefix_is_prefilled_once_and_stays_exact(model, with_cac
     alone = Sampler(model, IdTokenizer(), max_batch=1)
     for turn in range(2):
         before = dataclasses.replace(sampler.stats)
-        want = alone.generate_ids(contexts, max_new_tokens=10)
+        want = [alone.generate_ids([c], max_new_tokens=10)[0] for c in contexts]  # one row a call: no sharing
         got = sampler.generate_ids(contexts, max_new_tokens=10)
         conts = [list(r[0].token_ids) for r in want]
         assert [r[0].token_ids for r in got] == [tuple(c) for c in conts]
@@ -277,6 +282,38 @@ def test_compiles_are_bounded_over_a_30_turn_episode():
     again = compile_counts()
     episode()
     assert compile_counts() == again
+
+
+def test_balanced_chunks_pad_to_one_row_bucket():
+    assert balanced_chunks(20, 8) == [(0, 7), (7, 14), (14, 20)]
+    assert balanced_chunks(8, 8) == [(0, 8)] and balanced_chunks(1, 8) == [(0, 1)]
+    assert balanced_chunks(9, 4) == [(0, 3), (3, 6), (6, 9)]
+    for count in range(1, 40):
+        sizes = [b - a for a, b in balanced_chunks(count, 8)]
+        assert sum(sizes) == count and max(sizes) <= 8 and max(sizes) - min(sizes) <= 1
+        assert len(sizes) == -(-count // 8)
+
+
+def test_the_chunks_of_a_lockstep_call_share_one_decode_program_and_stay_exact():
+    """20 lockstep rows at max_batch 8 run as chunks 7, 7, 6 padded to the same shapes: one decode
+    program a call (per-chunk shapes compiled one per chunk bucket), and each row's greedy tokens are
+    those of the row alone, over three turns that move from fresh prefills to cached prefixes."""
+    config = ModelConfig.tiny(vocab_size=VOCAB, max_position_embeddings=700, hidden_size=32, head_dim=8)
+    model = _sharpen(init_model(config, seed=8))  # a config no other test uses: its programs are its own
+    rng = np.random.default_rng(5)
+    system = _tokens(rng, 70)
+    contexts = [system + _tokens(rng, int(k)) for k in rng.integers(5, 90, size=20)]
+    sampler = Sampler(model, IdTokenizer(), prefix_cache=True, max_batch=8)
+    alone = Sampler(model, IdTokenizer(), max_batch=1)
+    for turn in range(3):
+        before = compile_counts()
+        got = sampler.generate_ids(contexts, max_new_tokens=6)
+        grown = {k: v - before[k] for k, v in compile_counts().items()}
+        assert grown["decode"] <= 1 and grown["prefill"] + grown["prefill_cached"] <= 2, (turn, grown)
+        want = [alone.generate_ids([c], max_new_tokens=6)[0][0].token_ids for c in contexts]
+        assert [r[0].token_ids for r in got] == want, turn
+        contexts = [c + list(w) + _tokens(rng, 9) for c, w in zip(contexts, want)]
+    assert sampler.stats.cache_hit_tokens > sampler.stats.prefilled_tokens
 
 
 class _Recording:
