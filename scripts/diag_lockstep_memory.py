@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--kv-cache-mb", type=float, default=4000.0)
     ap.add_argument("--trim", action="store_true", help="malloc_trim(0) after each turn")
+    ap.add_argument("--clear-caches", action="store_true",
+                    help="jax.clear_caches() after each turn (before the trim): what compiled programs hold")
     args = ap.parse_args()
 
     import jax
@@ -56,6 +58,10 @@ def main() -> None:
     t0 = time.perf_counter()
 
     def on_turn(turn: int, limit: int, live: int) -> None:
+        if args.clear_caches:
+            before = rss_gb()
+            jax.clear_caches()
+            print(f"  rss before clear_caches {before:.2f} GB", flush=True)
         if libc is not None:
             before, t1 = rss_gb(), time.perf_counter()
             libc.malloc_trim(0)

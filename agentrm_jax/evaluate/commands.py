@@ -51,7 +51,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from agentrm_jax.models.compile_cache import use_persistent_compile_cache
 
     use_persistent_compile_cache()
-    out = run_eval(cfg, progress=not args.no_progress)
+    # this process is ours: dropping compiled programs after each lockstep turn keeps a long group's memory flat
+    out = run_eval(cfg, progress=not args.no_progress, release_memory=True)
     keys = {ep.key for ep in episodes}
     rows = [r for r in read_rows(out) if r.get("key") in keys]
     wins = sum(bool(r.get("success")) for r in rows)

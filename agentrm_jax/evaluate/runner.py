@@ -252,6 +252,7 @@ class EpisodeRunner:
 
 # Set in worker processes only (by `_init_worker`): each worker builds its policy and RM once.
 _WORKER_RUNNER: EpisodeRunner | None = None
+_WORKER_RELEASES_MEMORY = False
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -262,24 +263,24 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _init_worker(cfg: EvalConfig, parent: int) -> None:
-    global _WORKER_RUNNER
-    _WORKER_RUNNER = EpisodeRunner(cfg)
+def _init_worker(cfg: EvalConfig, parent: int, release_memory: bool) -> None:
+    global _WORKER_RUNNER, _WORKER_RELEASES_MEMORY
+    _WORKER_RUNNER, _WORKER_RELEASES_MEMORY = EpisodeRunner(cfg), release_memory
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 def _work(group: Sequence[Episode]) -> list[dict[str, Any]]:
     assert _WORKER_RUNNER is not None, "worker not initialised"
-    return _WORKER_RUNNER.run_group(group)
+    return _WORKER_RUNNER.run_group(group, on_turn=_turn_callback(None, [], group, _WORKER_RELEASES_MEMORY))
 
 
-def _results_in_pool(cfg: EvalConfig, todo: Sequence[Sequence[Episode]], workers: int
+def _results_in_pool(cfg: EvalConfig, todo: Sequence[Sequence[Episode]], workers: int, release_memory: bool = False
                      ) -> Iterator[list[dict[str, Any]]]:
     """Rows of each group of `todo` as workers finish them (any order); pending groups are cancelled on
     error or close."""
     ctx = multiprocessing.get_context("spawn")  # fork after JAX has started threads can deadlock
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(cfg, os.getpid()))
+                               initargs=(cfg, os.getpid(), release_memory))
     try:
         pending = {pool.submit(_work, group) for group in todo}
         while pending:
@@ -298,19 +299,28 @@ def _success_postfix(wins: list[bool]) -> dict[str, str]:
     return {"success": f"{sum(wins) / len(wins):.0%}"} if wins else {}
 
 
-def _turn_postfix(bar, wins: list[bool], group: Sequence[Episode]) -> Callable[[int, int, int], None] | None:
-    """An on_turn for `run_group` that shows in `bar` how far a lockstep group has got; None without a bar."""
-    if bar is None or len(group) < 2:
+def _turn_callback(bar, wins: list[bool], group: Sequence[Episode], release_memory: bool
+                   ) -> Callable[[int, int, int], None] | None:
+    """An on_turn for `run_group`: shows in `bar` how far a lockstep group has got, and with
+    release_memory drops compiled programs and trims the heap after each turn (models/host_memory.py).
+    None when there is nothing to do."""
+    show = bar is not None and len(group) > 1
+    if not show and not (release_memory and len(group) > 1):
         return None
     env = group[0].env
 
     def on_turn(turn: int, limit: int, live: int) -> None:
-        bar.set_postfix(**_success_postfix(wins), group=f"{len(group)} {env}", turn=f"{turn}/{limit}", live=live)
+        if release_memory:
+            from agentrm_jax.models.host_memory import release_compiled_programs
+
+            release_compiled_programs()
+        if show:
+            bar.set_postfix(**_success_postfix(wins), group=f"{len(group)} {env}", turn=f"{turn}/{limit}", live=live)
 
     return on_turn
 
 
-def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True) -> Path:
+def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True, release_memory: bool = False) -> Path:
     """Play every episode of `cfg` not yet in `cfg.output`, appending one row each; returns the output path.
 
     policy / rm: ready objects to use instead of building them from the specs (single worker only;
@@ -319,6 +329,9 @@ def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True) ->
     is deterministic given the task seed) but are written in the order episodes finish.
     A progress bar (stderr) shows episodes done and the running success rate, and with one worker
     the turn a lockstep group has reached (a group's rows arrive only when all its episodes end).
+    release_memory: after each lockstep turn, drop every compiled jax program of the process and trim
+    its heap (`models.host_memory.release_compiled_programs`), so a long group's memory stays flat;
+    process-wide, so for callers that own their process (`agentrm eval` passes it).
     """
     if cfg.workers > 1 and (policy is not None or rm is not None):
         raise ValueError("run_eval: policy/rm objects cannot be shipped to worker processes; pass specs in the "
@@ -344,10 +357,11 @@ def run_eval(cfg: EvalConfig, *, policy=None, rm=None, progress: bool = True) ->
     groups = lockstep_groups(cfg, todo)
     workers = min(cfg.workers, len(groups))
     if workers > 1:
-        batches = _results_in_pool(cfg, groups, workers)
+        batches = _results_in_pool(cfg, groups, workers, release_memory)
     else:
         runner = EpisodeRunner(cfg, policy=policy, rm=rm)
-        batches = (runner.run_group(group, on_turn=_turn_postfix(bar, wins, group)) for group in groups)
+        batches = (runner.run_group(group, on_turn=_turn_callback(bar, wins, group, release_memory))
+                   for group in groups)
     try:
         for batch in batches:
             # a key written already cannot occur (keys are unique); guards the file all the same

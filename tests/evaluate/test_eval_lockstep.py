@@ -153,3 +153,19 @@ def test_groups_leave_no_worker_idle(tmp_path):
 def test_a_bad_lockstep_size_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="lockstep"):
         _config(tmp_path / "x.jsonl", lockstep=bad)
+
+
+def test_release_memory_drops_programs_after_every_lockstep_turn_and_changes_no_row(tmp_path, monkeypatch):
+    from agentrm_jax.models import host_memory
+
+    releases = []
+    monkeypatch.setattr(host_memory, "release_compiled_programs", lambda: releases.append(1))
+    run_eval(_config(tmp_path / "a.jsonl", seeds=3, max_turns=4, lockstep=3), policy=ContextHashPolicy(),
+             progress=False)
+    assert releases == []  # off unless asked: it is process-wide
+    run_eval(_config(tmp_path / "b.jsonl", seeds=3, max_turns=4, lockstep=3), policy=ContextHashPolicy(),
+             progress=False, release_memory=True)
+    rows_b = read_rows(tmp_path / "b.jsonl")
+    assert len(releases) == max(len(r["trajectory"]["steps"]) for r in rows_b) > 0  # one per turn played
+    rows_a = {r["key"]: _without_costs(r) for r in read_rows(tmp_path / "a.jsonl")}
+    assert rows_a == {r["key"]: _without_costs(r) for r in rows_b}
