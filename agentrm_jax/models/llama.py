@@ -62,7 +62,7 @@ class KVCache:
     mask: jax.Array  # [B, S] bool: slot holds a real token
     index: jax.Array  # [] int32: next slot to write
     # A prefix every row attends to before its own slots, stored once (batch 1, never written by
-    # this cache's calls): the common prefix of a batch's prompts. None: rows share nothing.
+    # this cache's calls): the common prefix of a sampler call's prompts. None: rows share nothing.
     shared: "KVCache | None" = None
 
     @classmethod

@@ -30,8 +30,9 @@ Design
 * Eviction. When the pool is full, the least recently used leaf block is
   dropped (an inner block cannot go before its children: they would become
   unreachable), except the blocks the insert in flight created or is extending.
-  Blocks are only evicted while inserting, after the call's prefill has read its
-  hits. Insertion is best effort: when nothing can be evicted the rest of a
+  Blocks are only evicted while inserting, after a chunk's prefill has read its
+  hits; a sampler call of several chunks looks its later chunks up again after
+  the earlier chunks' inserts. Insertion is best effort: when nothing can be evicted the rest of a
   sequence is simply not stored.
 * Staleness. KV depends on the weights: `sync(graphdef, params)` (called at the
   start of every sampler call) empties the cache when the model's structure or

@@ -76,7 +76,7 @@ Prompt = str | Sequence[dict[str, str]]
 
 MIN_PROMPT_BUCKET = 16
 STOP_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
-MIN_SHARED_PREFIX = 16  # a batch's common prefix shorter than this is not split off (see _shared_length)
+MIN_SHARED_PREFIX = 16  # a call's common prefix shorter than this is not split off (see _shared_length)
 
 
 @flax.struct.dataclass
@@ -196,7 +196,7 @@ class SamplerStats:
     discarded_tokens: int = 0  # tokens decoded past a stop (the rest of a decode chunk) and dropped
     prefilled_tokens: int = 0  # prompt tokens run through a prefill (with the prefix cache: uncached suffixes)
     cache_hit_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (per row)
-    # prompt tokens of a batch's common prefix that another row's prefill computed (prefilled once):
+    # prompt tokens of a call's common prefix that another row's prefill computed (prefilled once):
     # prefilled + cache_hit + shared = prompt tokens
     shared_tokens: int = 0
     cache_evictions: int = 0  # prefix-cache blocks evicted to make room
@@ -205,7 +205,7 @@ class SamplerStats:
 
 @dataclasses.dataclass(frozen=True)
 class PrefillLayout:
-    """Where a batch's prefill put each prompt's tokens (what the prefix cache's insert needs)."""
+    """Where a chunk's prefill put each prompt's tokens (what the prefix cache's insert needs)."""
 
     first_slots: list[int]  # per prompt: slot of its first token after the shared prefix and its cached blocks
     row_cached: list[int]  # per prompt: tokens after the shared prefix that came from the prefix cache
@@ -328,6 +328,8 @@ class Sampler:
                     f"prompt {i} has {len(ids)} tokens + max_new_tokens={max_new_tokens} > the model's context "
                     f"window (max_position_embeddings={self.config.max_position_embeddings}); shorten the prompt "
                     f"or ask for at most {self.config.max_position_embeddings - len(ids)} new tokens")
+        if len(prompt_ids) == 0:
+            return []
         stop = tuple(s for s in stop if s)
         graphdef, params = nnx.split(self.model)  # the current weights (see the module docstring)
         if self.cache is not None:

@@ -179,3 +179,11 @@ def test_top_k_and_top_p_restrict_the_support():
     assert draws(SamplingStrategy(greedy=False, use_top_p=True), 0.7) == {0, 1}
     assert draws(SamplingStrategy(greedy=False, use_top_p=True), 0.4) == {0}
     assert draws(SamplingStrategy(greedy=True), 1.0) == {0}
+
+
+def test_no_token_prompts_give_no_completions_but_arguments_are_still_checked(tiny_pair):
+    _, ours = tiny_pair
+    sampler = Sampler(ours, IdTokenizer(), max_batch=3)
+    assert sampler.generate_ids([], max_new_tokens=4) == []
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        sampler.generate_ids([], max_new_tokens=0)
