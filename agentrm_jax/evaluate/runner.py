@@ -252,7 +252,6 @@ class EpisodeRunner:
 
 # Set in worker processes only (by `_init_worker`): each worker builds its policy and RM once.
 _WORKER_RUNNER: EpisodeRunner | None = None
-_WORKER_RELEASES_MEMORY = False
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -263,15 +262,15 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _init_worker(cfg: EvalConfig, parent: int, release_memory: bool) -> None:
-    global _WORKER_RUNNER, _WORKER_RELEASES_MEMORY
-    _WORKER_RUNNER, _WORKER_RELEASES_MEMORY = EpisodeRunner(cfg), release_memory
+def _init_worker(cfg: EvalConfig, parent: int) -> None:
+    global _WORKER_RUNNER
+    _WORKER_RUNNER = EpisodeRunner(cfg)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
-def _work(group: Sequence[Episode]) -> list[dict[str, Any]]:
+def _work(group: Sequence[Episode], release_memory: bool) -> list[dict[str, Any]]:
     assert _WORKER_RUNNER is not None, "worker not initialised"
-    return _WORKER_RUNNER.run_group(group, on_turn=_turn_callback(None, [], group, _WORKER_RELEASES_MEMORY))
+    return _WORKER_RUNNER.run_group(group, on_turn=_turn_callback(None, [], group, release_memory))
 
 
 def _results_in_pool(cfg: EvalConfig, todo: Sequence[Sequence[Episode]], workers: int, release_memory: bool = False
@@ -280,9 +279,9 @@ def _results_in_pool(cfg: EvalConfig, todo: Sequence[Sequence[Episode]], workers
     error or close."""
     ctx = multiprocessing.get_context("spawn")  # fork after JAX has started threads can deadlock
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(cfg, os.getpid(), release_memory))
+                               initargs=(cfg, os.getpid()))
     try:
-        pending = {pool.submit(_work, group) for group in todo}
+        pending = {pool.submit(_work, group, release_memory) for group in todo}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:

@@ -308,6 +308,11 @@ class Sampler:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @property
+    def _block(self) -> int:
+        """Token granularity of cached prefixes: the prefix cache's block, 1 without a cache."""
+        return self.cache.block if self.cache is not None else 1
+
     # ---------------------------------------------------------------- generation
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
@@ -389,8 +394,7 @@ class Sampler:
             differ = np.flatnonzero(np.asarray(p[:limit]) != first[:limit])
             if differ.size:
                 limit = int(differ[0])
-        align = self.cache.block if self.cache is not None else 1
-        shared = limit // align * align
+        shared = limit // self._block * self._block
         return shared if shared >= MIN_SHARED_PREFIX else 0
 
     def _prefix_slots(self, cached_tokens: int) -> int:
@@ -401,7 +405,7 @@ class Sampler:
     def _call_shape(self, prompts, hits, shared_len, chunks, out_len) -> CallShape:
         """The sizes every chunk pads to: the largest any row of the call needs (from the call's first
         lookups; a chunk whose later lookup needs more pads further)."""
-        block = self.cache.block if self.cache is not None else 1
+        block = self._block
         cached = [len(h[shared_len // block:]) * block for h in hits]
         suffix = max(len(p) - shared_len - c for p, c in zip(prompts, cached))
         return CallShape(rows=next_power_of_two(max(end - start for start, end in chunks)),
@@ -414,7 +418,7 @@ class Sampler:
         computed token). Prefilled once on top of its cached blocks, or gathered when wholly cached."""
         if not shared_len:
             return None, 0, 0
-        block = self.cache.block if self.cache is not None else 1
+        block = self._block
         shared_hits = hits[0][:shared_len // block] if self.cache is not None else []
         shared_cached = len(shared_hits) * block
         self.stats.shared_tokens += (shared_len - shared_cached) * (len(prompts) - 1)
@@ -448,7 +452,7 @@ class Sampler:
         cache, the slot of each sequence's first uncached token)."""
         floor = shape or CallShape(rows=1, prefix_slots=0, suffix_slots=0, out_len=0)
         rows_b = max(next_power_of_two(len(seqs)), floor.rows)
-        block = self.cache.block if self.cache is not None else 1
+        block = self._block
         cached = [len(h) * block for h in hits]
         suffixes = [len(p) - c for p, c in zip(seqs, cached)]
         suffix_len = max(bucket_length(max(suffixes), MIN_PROMPT_BUCKET), floor.suffix_slots)
@@ -459,17 +463,21 @@ class Sampler:
             mask[r, suffix_len - len(p) + c:] = 1
         self.stats.prefilled_tokens += sum(suffixes)
         self.stats.cache_hit_tokens += sum(cached)
+
+        def padded_cache_len(prefix_len: int) -> int:  # this prefill's own slots, at least the call's
+            own = dataclasses.replace(floor, prefix_slots=prefix_len, suffix_slots=suffix_len)
+            return max(own.cache_len, floor.cache_len)
+
         if not any(cached):
-            cache_len = max(suffix_len + floor.out_len, floor.cache_len)
+            cache_len = padded_cache_len(0)
             logits, cache = _prefill(graphdef, params, shared, jnp.asarray(ids), jnp.asarray(mask), n=n,
                                      cache_len=cache_len, with_logits=with_logits)
             return logits, cache, [suffix_len - s for s in suffixes]
         table, prefix_mask = self._prefix_table(hits, rows_b, floor.prefix_slots)
         prefix_len = prefix_mask.shape[1]
         prefix_keys, prefix_values = self.cache.gather(table)
-        # Total slots bucketed too, so the decode programs are shared with the plain path's lengths.
-        cache_len = max(dataclasses.replace(floor, prefix_slots=prefix_len, suffix_slots=suffix_len).cache_len,
-                        floor.cache_len)
+        # Total slots bucketed too (CallShape.cache_len), so the decode programs are shared with the plain path's.
+        cache_len = padded_cache_len(prefix_len)
         logits, cache = _prefill_cached(graphdef, params, shared, prefix_keys, prefix_values,
                                         jnp.asarray(prefix_mask), jnp.asarray(ids), jnp.asarray(mask), n=n,
                                         cache_len=cache_len, with_logits=with_logits)
@@ -480,7 +488,7 @@ class Sampler:
         """Logits [R, V], KV cache and `PrefillLayout` of one chunk's prompts after the call's common
         prefix (`shared`, its first `shared_len` tokens), each on top of its cached blocks (`hits`: the
         full lookups), padded to `shape`."""
-        block = self.cache.block if self.cache is not None else 1
+        block = self._block
         row_hits = [h[shared_len // block:] for h in hits]
         logits, cache, firsts = self._prefill_rows(graphdef, params, [p[shared_len:] for p in batch], row_hits,
                                                    shared, n, shape)
