@@ -296,13 +296,17 @@ def test_balanced_chunks_pad_to_one_row_bucket():
 
 def test_the_chunks_of_a_lockstep_call_share_one_decode_program_and_stay_exact():
     """20 lockstep rows at max_batch 8 run as chunks 7, 7, 6 padded to the same shapes: one decode
-    program a call (per-chunk shapes compiled one per chunk bucket), and each row's greedy tokens are
-    those of the row alone, over three turns that move from fresh prefills to cached prefixes."""
+    program a call (per-chunk shapes compiled one per chunk bucket, and blocks stored by an earlier
+    chunk gave a later one a longer prefix region), and each row's greedy tokens are those of the row
+    alone, over three turns that move from fresh prefills to cached prefixes."""
     config = ModelConfig.tiny(vocab_size=VOCAB, max_position_embeddings=700, hidden_size=32, head_dim=8)
     model = _sharpen(init_model(config, seed=8))  # a config no other test uses: its programs are its own
     rng = np.random.default_rng(5)
     system = _tokens(rng, 70)
-    contexts = [system + _tokens(rng, int(k)) for k in rng.integers(5, 90, size=20)]
+    # three task kinds with their own 40-token instructions, as twx's games have: a row of a later chunk
+    # shares blocks with an earlier chunk's rows of its kind, which that chunk has just stored
+    kinds = [_tokens(rng, 40) for _ in range(3)]
+    contexts = [system + kinds[i % 3] + _tokens(rng, int(k)) for i, k in enumerate(rng.integers(5, 90, size=20))]
     sampler = Sampler(model, IdTokenizer(), prefix_cache=True, max_batch=8)
     alone = Sampler(model, IdTokenizer(), max_batch=1)
     for turn in range(3):
