@@ -123,9 +123,51 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     return weight.astype(x.dtype) * normed.astype(x.dtype)
 
 
+# A long prefill's float32 scores are B * H * T * S * 4 bytes: 8 rows of an 8k-token agent context
+# asked XLA:CPU for 33 GB in one allocation (a 30-turn SciWorld eval). Above this size the queries
+# are processed in blocks (`query_block_rows`), each attending to every key: the same numbers, bounded memory.
+MAX_SCORE_BYTES = 512 * 2**20
+
+
+def query_block_rows(batch: int, heads: int, queries: int, keys: int, max_score_bytes: int = MAX_SCORE_BYTES) -> int:
+    """Query positions per attention block so that one block's float32 scores [B, H, block, keys]
+    fit in `max_score_bytes`: `queries` itself when they all fit, else the largest power of two
+    that does (at least 16)."""
+    per_query = batch * heads * keys * 4
+    if queries * per_query <= max_score_bytes:
+        return queries
+    block = 16
+    while block * 2 * per_query <= max_score_bytes and block * 2 < queries:
+        block *= 2
+    return block
+
+
 def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array,
-                      shared: tuple[jax.Array, jax.Array, jax.Array] | None = None) -> jax.Array:
-    """Grouped-query attention without materialising repeated KV heads.
+                      shared: tuple[jax.Array, jax.Array, jax.Array] | None = None, *,
+                      max_score_bytes: int | None = None) -> jax.Array:
+    """Grouped-query attention without materialising repeated KV heads, in query blocks when the
+    scores would exceed `max_score_bytes` (default `MAX_SCORE_BYTES`, read at trace time; see
+    `query_block_rows`: a static choice per shape).
+
+    q [B, T, H, Dh]; k, v [B, K, S, Dh] with H = K * G; allowed [B, T, S] bool; shared as in
+    `_grouped_attention_block`. Returns [B, T, H, Dh] in q's dtype; scores and softmax in float32.
+    """
+    b, t, h, dh = q.shape
+    keys = k.shape[2] + (0 if shared is None else shared[0].shape[1])
+    block = query_block_rows(b, h, t, keys, MAX_SCORE_BYTES if max_score_bytes is None else max_score_bytes)
+    if block >= t:
+        return _grouped_attention_block(q, k, v, allowed, shared)
+    pad = -t % block  # padded queries attend to nothing (a finite uniform softmax) and are cut off
+    blocks = (t + pad) // block
+    q_blocks = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, blocks, block, h, dh).swapaxes(0, 1)
+    allowed_blocks = jnp.pad(allowed, ((0, 0), (0, pad), (0, 0))).reshape(b, blocks, block, -1).swapaxes(0, 1)
+    out = jax.lax.map(lambda xs: _grouped_attention_block(xs[0], k, v, xs[1], shared), (q_blocks, allowed_blocks))
+    return out.swapaxes(0, 1).reshape(b, blocks * block, h, dh)[:, :t]
+
+
+def _grouped_attention_block(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array,
+                             shared: tuple[jax.Array, jax.Array, jax.Array] | None = None) -> jax.Array:
+    """Grouped-query attention of all queries at once, without materialising repeated KV heads.
 
     q [B, T, H, Dh]; k, v [B, K, S, Dh] with H = K * G; allowed [B, T, S] bool.
     shared: None or (keys, values [K, P, Dh], allowed [P] bool), a prefix that every query
