@@ -64,3 +64,17 @@ def test_a_model_forward_under_a_tiny_score_budget_matches(monkeypatch):
     blocked = np.asarray(model(ids, mask))
     real = np.asarray(mask).astype(bool)
     np.testing.assert_allclose(blocked[real], whole[real], atol=1e-5, rtol=1e-5)
+
+
+def test_the_compiled_blocked_program_needs_a_fraction_of_the_scratch_memory():
+    b, t, h, kv, dh = 2, 1024, 4, 2, 16  # whole scores: 2 * 4 * 1024 * 1024 * 4 B = 32 MiB
+    shapes = (jax.ShapeDtypeStruct((b, t, h, dh), jnp.float32), jax.ShapeDtypeStruct((b, kv, t, dh), jnp.float32),
+              jax.ShapeDtypeStruct((b, kv, t, dh), jnp.float32), jax.ShapeDtypeStruct((b, t, t), jnp.bool_))
+
+    def scratch_bytes(budget):
+        program = jax.jit(lambda q, k, v, a: grouped_attention(q, k, v, a, max_score_bytes=budget))
+        return program.lower(*shapes).compile().memory_analysis().temp_size_in_bytes
+
+    whole, blocked = scratch_bytes(2**40), scratch_bytes(2**20)
+    assert whole >= 32 * 2**20  # the scores buffer at least
+    assert blocked <= whole / 4
