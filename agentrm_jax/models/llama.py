@@ -124,44 +124,53 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
 
 
 # A long prefill's float32 scores are B * H * T * S * 4 bytes: 8 rows of an 8k-token agent context
-# asked XLA:CPU for 33 GB in one allocation (a 30-turn SciWorld eval). Above this size the queries
-# are processed in blocks (`query_block_rows`), each attending to every key: the same numbers, bounded memory.
+# asked XLA:CPU for 33 GB in one allocation (a 30-turn SciWorld eval). On CPU, above this size the
+# queries are processed in blocks (`query_block_rows`), each attending to every key: the same numbers,
+# bounded memory. Accelerators keep the all-at-once form (their shapes are global under a mesh, and
+# many small blocks would only slow their matmuls).
 MAX_SCORE_BYTES = 512 * 2**20
 
 
-def query_block_rows(batch: int, heads: int, queries: int, keys: int, max_score_bytes: int = MAX_SCORE_BYTES) -> int:
+def query_block_rows(batch: int, heads: int, queries: int, keys: int, max_score_bytes: int | None = None) -> int:
     """Query positions per attention block so that one block's float32 scores [B, H, block, keys]
-    fit in `max_score_bytes`: `queries` itself when they all fit, else the largest power of two
-    that does (at least 16)."""
+    fit in `max_score_bytes` (default `MAX_SCORE_BYTES`): `queries` itself when they all fit, else
+    the fewest equal blocks that do, rounded up to a multiple of 8 (at least 16 rows; the rounding
+    may pass the budget by up to 7 rows' scores)."""
+    budget = MAX_SCORE_BYTES if max_score_bytes is None else max_score_bytes
     per_query = batch * heads * keys * 4
-    if queries * per_query <= max_score_bytes:
+    if queries * per_query <= budget:
         return queries
-    block = 16
-    while block * 2 * per_query <= max_score_bytes and block * 2 < queries:
-        block *= 2
-    return block
+    blocks = -(-queries * per_query // budget)
+    rows = -(-queries // blocks)  # ceil
+    return max(16, -(-rows // 8) * 8)
 
 
 def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array,
                       shared: tuple[jax.Array, jax.Array, jax.Array] | None = None, *,
                       max_score_bytes: int | None = None) -> jax.Array:
     """Grouped-query attention without materialising repeated KV heads, in query blocks when the
-    scores would exceed `max_score_bytes` (default `MAX_SCORE_BYTES`, read at trace time; see
-    `query_block_rows`: a static choice per shape).
+    scores would exceed `max_score_bytes` (default: `MAX_SCORE_BYTES` on CPU, read at trace time, and
+    no blocks on accelerators; see `query_block_rows`: a static choice per shape).
 
     q [B, T, H, Dh]; k, v [B, K, S, Dh] with H = K * G; allowed [B, T, S] bool; shared as in
     `_grouped_attention_block`. Returns [B, T, H, Dh] in q's dtype; scores and softmax in float32.
     """
     b, t, h, dh = q.shape
     keys = k.shape[2] + (0 if shared is None else shared[0].shape[1])
-    block = query_block_rows(b, h, t, keys, MAX_SCORE_BYTES if max_score_bytes is None else max_score_bytes)
+    if max_score_bytes is None and jax.default_backend() != "cpu":
+        return _grouped_attention_block(q, k, v, allowed, shared)
+    block = query_block_rows(b, h, t, keys, max_score_bytes)
     if block >= t:
         return _grouped_attention_block(q, k, v, allowed, shared)
-    pad = -t % block  # padded queries attend to nothing (a finite uniform softmax) and are cut off
+    pad = -t % block  # padded queries see no row slot (finite scores, no NaN) and are cut off
     blocks = (t + pad) // block
     q_blocks = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, blocks, block, h, dh).swapaxes(0, 1)
     allowed_blocks = jnp.pad(allowed, ((0, 0), (0, pad), (0, 0))).reshape(b, blocks, block, -1).swapaxes(0, 1)
-    out = jax.lax.map(lambda xs: _grouped_attention_block(xs[0], k, v, xs[1], shared), (q_blocks, allowed_blocks))
+    # checkpointed, so a backward pass recomputes one block's scores at a time instead of keeping
+    # every block's (the scan would otherwise stack them: the whole score size again)
+    block_attention = jax.checkpoint(lambda q_block, allowed_block: _grouped_attention_block(
+        q_block, k, v, allowed_block, shared))
+    out = jax.lax.map(lambda xs: block_attention(*xs), (q_blocks, allowed_blocks))
     return out.swapaxes(0, 1).reshape(b, blocks * block, h, dh)[:, :t]
 
 

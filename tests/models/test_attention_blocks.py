@@ -16,9 +16,13 @@ from agentrm_jax.models.llama import grouped_attention, query_block_rows
 
 def test_block_rows_keep_one_blocks_scores_under_the_budget():
     assert query_block_rows(8, 9, 512, 512, max_score_bytes=2**30) == 512  # fits: one block
+    per_query = 8 * 9 * 12416 * 4
     block = query_block_rows(8, 9, 8192, 12416, max_score_bytes=512 * 2**20)
-    assert block & (block - 1) == 0 and 16 <= block < 8192
-    assert block * 8 * 9 * 12416 * 4 <= 512 * 2**20 < 2 * block * 8 * 9 * 12416 * 4
+    assert block % 8 == 0 and 16 <= block < 8192
+    assert (block - 8) * per_query <= 512 * 2**20  # within the multiple-of-8 rounding
+    blocks = -(-8192 // block)
+    assert blocks <= -(-8192 * per_query // (512 * 2**20))  # no more blocks than the budget needs
+    assert query_block_rows(8, 9, 2049, 2048, max_score_bytes=2048 * 8 * 9 * 2048 * 4) == 1032  # 2 even blocks
     assert query_block_rows(8, 9, 8192, 10**7, max_score_bytes=1) == 16  # never below 16 rows
 
 
@@ -77,4 +81,19 @@ def test_the_compiled_blocked_program_needs_a_fraction_of_the_scratch_memory():
 
     whole, blocked = scratch_bytes(2**40), scratch_bytes(2**20)
     assert whole >= 32 * 2**20  # the scores buffer at least
+    assert blocked <= whole / 4
+
+
+def test_the_blocked_gradient_keeps_the_scratch_bound_too():
+    b, t, h, kv, dh = 2, 1024, 4, 2, 16
+    shapes = (jax.ShapeDtypeStruct((b, t, h, dh), jnp.float32), jax.ShapeDtypeStruct((b, kv, t, dh), jnp.float32),
+              jax.ShapeDtypeStruct((b, kv, t, dh), jnp.float32), jax.ShapeDtypeStruct((b, t, t), jnp.bool_))
+
+    def scratch_bytes(budget):
+        loss = lambda q, k, v, a: jnp.sum(grouped_attention(q, k, v, a, max_score_bytes=budget) ** 2)
+        program = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+        return program.lower(*shapes).compile().memory_analysis().temp_size_in_bytes
+
+    whole, blocked = scratch_bytes(2**40), scratch_bytes(2**20)
+    assert whole >= 32 * 2**20
     assert blocked <= whole / 4
