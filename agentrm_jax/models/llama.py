@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 
 from agentrm_jax.models.config import ModelConfig, rope_inverse_frequencies
-from agentrm_jax.models.dense import dense
+from agentrm_jax.models.dense import dense, uses_cpu_layout
 from agentrm_jax.models.lora import adapted_dense
 
 # Finite, so a fully padded row gives a uniform softmax instead of NaN.
@@ -157,7 +157,7 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Arr
     """
     b, t, h, dh = q.shape
     keys = k.shape[2] + (0 if shared is None else shared[0].shape[1])
-    if max_score_bytes is None and jax.default_backend() != "cpu":
+    if max_score_bytes is None and not uses_cpu_layout(q):  # the same CPU test as dense's layout
         return _grouped_attention_block(q, k, v, allowed, shared)
     block = query_block_rows(b, h, t, keys, max_score_bytes)
     if block >= t:
