@@ -213,6 +213,15 @@ class FakeHandler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.requests.append((self.path, dict(self.headers), body))
             k = len(srv.requests)
+            srv.in_flight += 1
+            srv.most_in_flight = max(srv.most_in_flight, srv.in_flight)
+        try:
+            self._answer(srv, body, k)
+        finally:
+            with srv.lock:
+                srv.in_flight -= 1
+
+    def _answer(self, srv, body, k):
         mode = srv.mode
         if mode == "sleep":
             time.sleep(srv.sleep)
@@ -229,7 +238,10 @@ class FakeHandler(BaseHTTPRequestHandler):
         choices = [{"index": i, "message": {"role": "assistant",
                                             "content": f"Thought: t{i}\nAction: act{body['seed']}_{i}\nObservation: z"},
                     "finish_reason": "stop"} for i in range(n)]
-        self._json(200, {"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 7 * n}})
+        usage = {"prompt_tokens": 5, "completion_tokens": 7 * n}
+        if mode == "cached":  # as vLLM, llama.cpp and OpenAI report prompt-cache hits
+            usage["prompt_tokens_details"] = {"cached_tokens": 3}
+        self._json(200, {"choices": choices, "usage": usage})
 
 
 @pytest.fixture()
@@ -238,6 +250,7 @@ def fake_server():
     server.daemon_threads = True
     server.lock, server.requests, server.mode = threading.Lock(), [], "ok"
     server.sleep, server.failures, server.fail_status = 0.0, 0, 500
+    server.in_flight = server.most_in_flight = 0
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
@@ -268,6 +281,36 @@ def test_openai_policy_request_and_parsing(fake_server, monkeypatch):
     # endpoint spellings
     for suffix in ("", "/v1/", "/v1/chat/completions"):
         assert OpenAIPolicy(_url(fake_server, suffix), "m").url == _url(fake_server, "/v1/chat/completions")
+
+
+def test_openai_policy_concurrency_overlaps_requests_and_keeps_order(fake_server):
+    contexts = [[*CTX0[:-1], {"role": "user", "content": f"task {i}"}] for i in range(4)]
+    fake_server.mode, fake_server.sleep = "sleep", 0.3
+    serial = OpenAIPolicy(_url(fake_server), "m")
+    expected = serial.sample(contexts, seed=3)
+    assert fake_server.most_in_flight == 1
+    serial_seeds = sorted(r[2]["seed"] for r in fake_server.requests)
+    fake_server.requests.clear()
+    parallel = OpenAIPolicy(_url(fake_server), "m", concurrency=4)
+    assert parallel.sample(contexts, seed=3) == expected  # each context keeps its own seed and place
+    assert fake_server.most_in_flight > 1  # the requests were in flight together
+    assert sorted(r[2]["seed"] for r in fake_server.requests) == serial_seeds
+    assert (parallel.stats.requests, parallel.stats.contexts, parallel.stats.calls) == (4, 4, 1)
+    assert parallel.stats.prompt_tokens == 20 and parallel.stats.generated_tokens == 28
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="concurrency"):
+            OpenAIPolicy(_url(fake_server), "m", concurrency=bad)
+
+
+def test_openai_policy_counts_cached_prompt_tokens(fake_server):
+    fake_server.mode = "cached"
+    policy = OpenAIPolicy(_url(fake_server), "m")
+    policy.sample([CTX0, CTX1])
+    stats = policy.stats
+    assert (stats.prompt_tokens, stats.cache_hit_tokens, stats.prefilled_tokens) == (10, 6, 4)
+    fake_server.mode = "ok"  # a server that reports no cache: every prompt token was computed
+    policy.sample([CTX0])
+    assert (stats.prompt_tokens, stats.cache_hit_tokens, stats.prefilled_tokens) == (15, 6, 9)
 
 
 def test_openai_policy_tops_up_missing_choices(fake_server):

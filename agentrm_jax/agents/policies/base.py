@@ -34,8 +34,9 @@ class PolicyStats:
     samples: int = 0  # step texts returned
     prefills: int = 0  # prompt prefills (JaxPolicy: one per context, shared by its n samples)
     prompt_tokens: int = 0  # prompt tokens sent (OpenAIPolicy: as the server's usage reports)
-    prefilled_tokens: int = 0  # prompt tokens the model computed (JaxPolicy: less the prefix-cache hits)
-    cache_hit_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (JaxPolicy)
+    prefilled_tokens: int = 0  # prompt tokens the model computed (less the prefix-cache hits)
+    cache_hit_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (JaxPolicy; OpenAIPolicy
+    #                            where the server reports usage.prompt_tokens_details.cached_tokens)
     cache_evictions: int = 0  # prefix-cache blocks evicted (JaxPolicy)
     cache_bytes: int = 0  # bytes the prefix cache holds now (JaxPolicy)
     generated_tokens: int = 0  # tokens generated

@@ -8,10 +8,12 @@ import http.client
 import json
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agentrm_jax.agents.policies.base import Messages, PolicyStats, _check_args
@@ -25,6 +27,14 @@ class PolicyServerError(RuntimeError, ValueError):
 
     Also a ValueError, so the `agentrm` CLI prints it as one line (the URL, what failed, how long it tried).
     """
+
+
+def _count_field(d: dict, name: str) -> int:
+    """A non-negative token count from a server's usage dict (0 when missing or not a number)."""
+    try:
+        return max(int(d.get(name) or 0), 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 class OpenAIPolicy:
@@ -45,15 +55,25 @@ class OpenAIPolicy:
       timed out, HTTP status with a body excerpt), the attempts and the time.
     `n` goes into one request; a server that returns fewer choices is asked
     again, one sample per request, for the rest.
+    concurrency: how many contexts of one `sample` call are requested at
+      once (threads; 1 = one after another). A server with parallel slots
+      (vLLM, llama.cpp's `-np`) then decodes them together, as `JaxPolicy`
+      batches rows. Answers keep the contexts' order; the first failure raises.
+    Stats: `prompt_tokens` and `generated_tokens` as the server's `usage`
+    reports them; `cache_hit_tokens` from `usage.prompt_tokens_details.
+    cached_tokens` where the server reports it (vLLM, llama.cpp, OpenAI), and
+    `prefilled_tokens` = prompt less cached tokens.
     """
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60,
                  max_retries: int = 3, backoff: float = 0.5, deadline_s: float = 180.0, max_tokens: int = 96,
-                 top_p: float | None = None, stop: Sequence[str] = STOP_STRINGS):
+                 top_p: float | None = None, stop: Sequence[str] = STOP_STRINGS, concurrency: int = 1):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         if not (timeout > 0 and deadline_s > 0):
             raise ValueError(f"timeout and deadline_s must be positive seconds, got {timeout!r} and {deadline_s!r}")
         self.base_url = base_url.rstrip("/")
@@ -67,7 +87,9 @@ class OpenAIPolicy:
         self.max_tokens = int(max_tokens)
         self.top_p = top_p
         self.stop = list(stop)
+        self.concurrency = concurrency
         self.stats = PolicyStats()
+        self._stats_lock = threading.Lock()  # requests of one call may run in threads
 
     def __repr__(self) -> str:
         return (f"OpenAIPolicy(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
@@ -116,7 +138,7 @@ class OpenAIPolicy:
                     break
                 time.sleep(pause)
             attempt += 1
-            self.stats.attempts += 1
+            self._count(attempts=1)
             wait = max(min(self.timeout, end - time.monotonic()), 0.001)
             req = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
@@ -139,7 +161,7 @@ class OpenAIPolicy:
             except (OSError, http.client.HTTPException) as e:  # reset mid-answer, a broken or non-HTTP answer
                 last = self._unreachable(method, url, e, wait)
                 continue
-            self.stats.requests += 1
+            self._count(requests=1)
             try:
                 return json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
@@ -178,10 +200,12 @@ class OpenAIPolicy:
         if not isinstance(choices, list):
             raise PolicyServerError(self._mask(f"POST {self.url} answered without a 'choices' list: "
                                                f"{json.dumps(data)[:200]!r}"))
-        usage = data.get("usage") or {}
-        self.stats.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        self.stats.generated_tokens += int(usage.get("completion_tokens") or 0)
-        self.stats.prefills += 1
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        prompt = _count_field(usage, "prompt_tokens")
+        details = usage.get("prompt_tokens_details")
+        cached = min(_count_field(details, "cached_tokens"), prompt) if isinstance(details, dict) else 0
+        self._count(prompt_tokens=prompt, prefilled_tokens=prompt - cached, cache_hit_tokens=cached,
+                    generated_tokens=_count_field(usage, "completion_tokens"), prefills=1)
         texts = []
         for c in sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0):
             message = c.get("message") if isinstance(c, dict) else None
@@ -192,16 +216,26 @@ class OpenAIPolicy:
     def sample(self, contexts: Sequence[Messages], n: int = 1, temperature: float = 0.0,
                seed: int = 0) -> list[list[str]]:
         _check_args(contexts, n, temperature)
-        out = []
-        for i, context in enumerate(contexts):
+
+        def one(i: int) -> list[str]:
             base = (int(seed) + 100_003 * i) % (2**31)
-            texts = self._complete(context, n, temperature, base)[:n]
+            texts = self._complete(contexts[i], n, temperature, base)[:n]
             k = 0
             while len(texts) < n:  # servers that ignore n
                 k += 1
-                texts += self._complete(context, 1, temperature, (base + k) % (2**31))[:1]
-            out.append([cut_after_action(t) for t in texts])
-        self.stats.calls += 1
-        self.stats.contexts += len(contexts)
-        self.stats.samples += len(contexts) * n
+                texts += self._complete(contexts[i], 1, temperature, (base + k) % (2**31))[:1]
+            return [cut_after_action(t) for t in texts]
+
+        workers = min(self.concurrency, len(contexts))
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-policy") as pool:
+                out = list(pool.map(one, range(len(contexts))))  # re-raises the first failure, in order
+        else:
+            out = [one(i) for i in range(len(contexts))]
+        self._count(calls=1, contexts=len(contexts), samples=len(contexts) * n)
         return out
+
+    def _count(self, **deltas: int) -> None:
+        with self._stats_lock:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
