@@ -9,11 +9,13 @@ __all__ = ["explicit_rm_config"]
 
 def explicit_rm_config(*, model: str, section, train: Path, out: Path, source: str, eval: Path | None = None):
     """An explicit RM (MSE to the records' `value`) on `model`, sized by `section` (finetune, steps,
-    batch_size, max_length, lr), one checkpoint at its end; `eval` records are scored at the end if given."""
+    batch_size, max_length, lr, and head_init where the section has one), one checkpoint at its end;
+    `eval` records are scored at the end if given."""
     from agentrm_jax.training.config import TrainConfig
 
     return TrainConfig.from_dict({
         "model": model, "kind": "explicit", "finetune": section.finetune, "steps": section.steps, "seed": 0,
+        "head_init": getattr(section, "head_init", "normal"),
         "out": str(out),
         "data": {"train": str(train), **({"eval": str(eval)} if eval is not None else {}), "target": "value",
                  "batch_size": section.batch_size, "max_length": section.max_length},

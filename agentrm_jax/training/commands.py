@@ -13,7 +13,7 @@ RUN_OVERRIDES = {"model": "model", "data": "train", "eval_data": "eval", "steps"
                  "batch_size": "batch_size", "mesh": "mesh", "out": "out", "seed": "seed",
                  "save_every": "save_every", "lr": "lr", "finetune": "finetune", "precision": "precision",
                  "grad_accum": "grad_accum", "max_length": "max_length"}
-_OVERRIDES = {**RUN_OVERRIDES, "kind": "kind", "target": "target"}
+_OVERRIDES = {**RUN_OVERRIDES, "kind": "kind", "target": "target", "head_init": "head_init"}
 
 
 def overrides_from_args(args: argparse.Namespace, table: dict[str, str]) -> dict:
@@ -131,6 +131,9 @@ def register(subparsers) -> None:
     tr.add_argument("--kind", choices=["explicit", "implicit", "pairwise"], help="reward model kind (overrides kind)")
     tr.add_argument("--target", choices=["value", "progress", "success"],
                     help="record field holding the target / label (overrides data.target)")
+    tr.add_argument("--head-init", choices=["normal", "mean"],
+                    help="value head start (overrides head_init): normal (N(0, 0.02), exportable to transformers) "
+                         "or mean (explicit: zero weights and a bias at the targets' mean, our format only)")
     tr.add_argument("--plan", action="store_true",
                     help="dry run: print the per-device memory (parameters, optimizer state, gradients, activations) "
                          "on the config's mesh and whether it fits compute.device; loads no weights, needs no devices")

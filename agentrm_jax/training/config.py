@@ -38,14 +38,15 @@ from agentrm_jax.training.sections import (FINETUNE, PRECISIONS, ComputeSection,
                                            ObjectiveSection, OptimizerSection, OutputSection, check_number)
 from agentrm_jax.yaml_config import check_keys, read_mapping
 
-__all__ = ["FINETUNE", "PRECISIONS", "MeshShape", "TrainConfig", "flat_config"]
+__all__ = ["FINETUNE", "HEAD_INITS", "PRECISIONS", "MeshShape", "TrainConfig", "flat_config"]
 
+HEAD_INITS = ("normal", "mean")
 _SECTIONS = {"data": DataConfig, "objective": ObjectiveSection, "lora": LoRASection,
              "optimizer": OptimizerSection, "outputs": OutputSection, "compute": ComputeSection}
 # Run-wide settings that the data section holds (records are read by kind, shuffled by seed): in the dict
 # and YAML form they sit at the top level, beside model and finetune.
 _HOISTED = ("kind", "seed")
-_TOP = ("model", "finetune", "head_mlp", "precision", "mesh", "steps", "epochs", "out")
+_TOP = ("model", "finetune", "head_mlp", "head_init", "precision", "mesh", "steps", "epochs", "out")
 
 # flat name -> (section, field); section None: a field of TrainConfig itself
 _FLAT: dict[str, tuple[str | None, str]] = {
@@ -145,6 +146,11 @@ class TrainConfig:
     finetune: "lora" (adapters on `lora.targets` + the head), "full" (every weight), "head" (value head only;
       not for implicit).
     head_mlp: 0 = linear value head (exportable to transformers); >0 = an MLP head of that width.
+    head_init: "normal" (weights N(0, 0.02) as transformers initialises a classifier, no bias: exportable
+      to its `score` layer) or "mean" (explicit only: output weights zero and a bias at the training
+      targets' mean, its logit for BCE, so the head starts as the best constant predictor; a frozen
+      backbone's final hidden states have norms of tens, so a normal head starts about 1 off a [0, 1]
+      target and a short run spends its steps undoing that; the bias is kept in our format only).
     precision: "float32", or "bf16" (bfloat16 compute with float32 master weights and optimizer state).
     mesh: device mesh sizes (data, fsdp, tensor); their product must equal the device count.
     seed (held by `data`): head / adapter init and data order.
@@ -166,6 +172,7 @@ class TrainConfig:
     model: str = "bundled"
     finetune: str = "lora"
     head_mlp: int = 0
+    head_init: str = "normal"
     precision: str = "float32"
     mesh: MeshShape = MeshShape()
     steps: int | None = 100
@@ -225,6 +232,11 @@ class TrainConfig:
         if self.finetune == "head" and self.kind in ("implicit", "sft"):
             fail("finetune", f"'head' has no meaning for kind {self.kind!r} (a causal LM has no head); use lora or full")
         int_at_least("head_mlp", self.head_mlp, 0)
+        if self.head_init not in HEAD_INITS:
+            fail("head_init", f"must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
+        if self.head_init == "mean" and self.kind != "explicit":
+            fail("head_init", f"'mean' starts a regression head at its targets' mean; kind {self.kind!r} has "
+                              "no such targets (use normal)")
         if (self.steps is None) == (self.epochs is None):
             fail("steps", f"give exactly one of steps and epochs (steps={self.steps}, epochs={self.epochs})")
         if self.steps is not None:
@@ -271,7 +283,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain values (YAML / JSON) in the nested layout, the form `from_dict` reads back."""
         d: dict[str, Any] = {"model": self.model, "kind": self.kind, "finetune": self.finetune,
-                             "head_mlp": self.head_mlp, "precision": self.precision, "mesh": str(self.mesh),
+                             "head_mlp": self.head_mlp, "head_init": self.head_init, "precision": self.precision,
+                             "mesh": str(self.mesh),
                              "seed": self.seed, "steps": self.steps, "epochs": self.epochs, "out": self.out}
         for name in _SECTIONS:
             section = dataclasses.asdict(getattr(self, name))

@@ -18,7 +18,7 @@ from agentrm_jax.models.lora import LoRAParam, add_lora
 from agentrm_jax.rewards.heads import HeadConfig, ValueModel
 from agentrm_jax.training.config import TrainConfig
 
-__all__ = ["backbone_options", "build_model", "resolve_model_path", "trainable_filter"]
+__all__ = ["backbone_options", "build_model", "resolve_model_path", "start_head_at", "trainable_filter"]
 
 
 def resolve_model_path(model: str) -> Path:
@@ -70,8 +70,19 @@ def build_model(config: TrainConfig, *, backbone=None, mesh=None) -> tuple[nnx.M
     if config.kind in ("implicit", "sft"):  # the causal LM itself
         model = backbone
     else:
-        model = ValueModel.create(backbone, HeadConfig(mlp_size=config.head_mlp), seed=config.seed)
+        model = ValueModel.create(backbone, HeadConfig(mlp_size=config.head_mlp, bias=config.head_init == "mean"),
+                                  seed=config.seed)
     return model, trainable_filter(config)
+
+
+def start_head_at(head, value: float) -> None:
+    """Zero a value head's output weight and set its bias to `value` (in place): whatever the hidden
+    states, the head then outputs `value` until training moves it (`TrainConfig.head_init` "mean").
+    The arrays keep their shardings (arithmetic on each, not new arrays)."""
+    if not head.config.bias:
+        raise ValueError("start_head_at: the head has no bias (build it with HeadConfig(bias=True))")
+    head.weight.set_value(head.weight[...] * 0.0)
+    head.bias.set_value(head.bias[...] * 0.0 + value)
 
 
 def trainable_filter(config: TrainConfig):

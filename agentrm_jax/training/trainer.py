@@ -53,7 +53,7 @@ from agentrm_jax.training.data import TrainBatches, load_examples
 from agentrm_jax.training.losses import loss_sums
 from agentrm_jax.training.mesh import initialize_distributed, training_mesh
 from agentrm_jax.training.metrics import auroc, eval_metrics, run_eval
-from agentrm_jax.training.model import build_model, resolve_model_path
+from agentrm_jax.training.model import build_model, resolve_model_path, start_head_at
 from agentrm_jax.training.optimizer import learning_rate, make_optimizer
 from agentrm_jax.training.run_dir import (CHECKPOINTS, METRICS_FILE, check_out_dir, clear_run, read_metrics,
                                           truncate_metrics, write_train_config)
@@ -212,6 +212,15 @@ def _first_bad_leaf(leaf_finite) -> str:
 
 
 
+def _head_start(examples, loss: str) -> float:
+    """The head output that predicts the examples' mean target: the mean (MSE), or its logit (BCE)."""
+    mean = float(np.mean([float(ex["target"][0]) for ex in examples]))
+    if loss == "bce":
+        p = min(max(mean, 1e-4), 1 - 1e-4)
+        return float(np.log(p / (1 - p)))
+    return mean
+
+
 def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenizer=None,
           on_step: Callable[[int, float], None] | None = None, overwrite: bool = False,
           examples_fn: Callable | None = None, evaluator: Callable[[int, nnx.Module], dict] | None = None
@@ -258,6 +267,11 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
 
     base = _base_identity(config, backbone)
     model, trainable_filter = build_model(config, backbone=backbone, mesh=mesh)  # weights straight to their shards
+    if config.head_init == "mean":  # a resumed run's checkpoint replaces this start
+        head_start = _head_start(train_examples, config.objective.loss)
+        start_head_at(model.head, head_start)
+        note(f"value head starts at the training targets' mean ({'logit ' if config.objective.loss == 'bce' else ''}"
+             f"{head_start:.4g})")
     step_fn = TrainStep(model, trainable_filter, config, mesh, total_steps)
     trainable = step_fn.initial_trainable
     opt_state = step_fn.init_opt_state(trainable)

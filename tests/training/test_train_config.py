@@ -45,7 +45,7 @@ def test_a_legacy_flat_dict_reads_into_the_sections():
                                      max_length=256, seed=7)
     assert config.optimizer.grad_accum == 2 and config.lora.targets == ("q_proj", "v_proj")
     assert config.lora.rank == 4 and config.outputs.save_every == 10
-    assert config.to_flat_dict() == {**LEGACY, "min_length_bucket": 32, **COMPUTE_DEFAULTS}
+    assert config.to_flat_dict() == {**LEGACY, "min_length_bucket": 32, "head_init": "normal", **COMPUTE_DEFAULTS}
     nested = config.to_dict()
     assert nested["kind"] == "explicit" and nested["steps"] == 30 and nested["model"] == "bundled"
     assert nested["optimizer"]["lr"] == 0.001 and nested["data"]["train"] == "a.jsonl"

@@ -291,6 +291,26 @@ def test_implicit_lora_starts_at_log_2_and_learns(files, bundled_tokenizer):
     assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 1e-3, losses
 
 
+def test_head_init_mean_starts_at_the_targets_mean(files, bundled_tokenizer):
+    # eight: values alternate 0 and 1, mean 0.5. A head with zero weights and bias 0.5 predicts 0.5 for every
+    # record, so the first step's loss is exactly 0.25; a normal head's first loss is whatever it draws.
+    result = run(files, bundled_tokenizer, "head_mean", train=str(files["eight"]), finetune="head", head_init="mean",
+                 steps=3, lr=1e-2)
+    losses = [result.losses[s] for s in sorted(result.losses)]
+    assert losses[0] == pytest.approx(0.25, abs=1e-6), losses
+    assert losses[-1] < losses[0], losses  # and it learns from there (the actions separate the outcomes)
+    normal = run(files, bundled_tokenizer, "head_normal", train=str(files["eight"]), finetune="head", steps=1)
+    assert abs(normal.losses[min(normal.losses)] - 0.25) > 1e-3
+    model, _ = trained_model(config(files, "head_mean", train=str(files["eight"]), finetune="head",
+                                    head_init="mean", steps=3, lr=1e-2), files["root"] / "head_mean" / "checkpoints",
+                             backbone=tiny_model())
+    assert model.head.config.bias and float(model.head.bias[...][0]) != 0.0
+    with pytest.raises(ValueError, match="head_init"):
+        config(files, "pairwise_mean", kind="pairwise", train=str(files["pairs"]), head_init="mean")
+    with pytest.raises(ValueError, match="head_init"):
+        config(files, "bad_init", head_init="zeros")
+
+
 # ---------------------------------------------------------------------------------- non-finite loss
 
 
