@@ -76,11 +76,40 @@ ONE_SHOT: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
          ("Now I stack it on b2, which is clear.", "stack b1 on b2",
           "You stack b1 on b2. The goal is satisfied.")],
     ),
-    "tools": (
-        "Question: what is 12% of the population of a town of 2500 people? "
-        "Tools: calculator(expression), finish(answer).",
-        [("I compute 12% of 2500 with the calculator.", "calculator(2500 * 0.12)", "300.0"),
-         ("The answer is 300.", "finish(300)", "Correct answer. Task completed.")],
+    # The tool envs' own tools and answer formats, on a table no task uses (recipes, meetings).
+    "tool_query": (
+        "Answer a question using tools over a local table of 6 recipes (ids like R01; fields: name (text), "
+        "cuisine (text), minutes (number), servings (number)).\nAvailable tools:\n"
+        "  search(field=value, ...): ids and names of the rows whose fields equal all the given values\n"
+        "  lookup(id): every field of the row with that id\n"
+        "  calculate(expression): evaluate arithmetic such as calculate(\"120 - 45\")\n"
+        "  answer(text): give your final answer (ends the task)\n"
+        "Call exactly one tool per turn, written as tool_name(arg1, key=value).\n"
+        "Question: How many minutes do the Thai recipes take in total?",
+        [("I first find the Thai recipes.", 'search(cuisine="Thai")',
+          "Found 2 matching rows: R02 (Green Curry), R05 (Pad See Ew)."),
+         ("I read the first one's minutes.", 'lookup("R02")',
+          "R02: name: Green Curry; cuisine: Thai; minutes: 40; servings: 4."),
+         ("Now the second one.", 'lookup("R05")', "R05: name: Pad See Ew; cuisine: Thai; minutes: 25; servings: 2."),
+         ("I add the two times.", 'calculate("40 + 25")', "Result: 65"),
+         ("Together they take 65 minutes.", 'answer("65")',
+          "You answered '65'. The answer is correct. The task is over.")],
+    ),
+    "tool_operation": (
+        "Edit a local meeting table of 3 rows (ids like M01; fields: room (text), day (text), host (text)) with "
+        "tools.\nAvailable tools:\n"
+        "  view(): show the whole table\n"
+        "  add_row(field=value, ...): add a row (every field is required; the id is assigned)\n"
+        "  update(id, field, value): set one field of a row\n"
+        "  delete(id): remove a row\n"
+        "Call exactly one tool per turn, written as tool_name(arg1, key=value).\n"
+        "Goal: set the day of M02 (Blue room) to 'Friday'; delete M03 (Red room). Leave every other row unchanged.",
+        [("I look at the table first.", "view()",
+          "The meeting table has 3 rows:\nid | room | day | host\nM01 | Green room | Monday | Lena\n"
+          "M02 | Blue room | Tuesday | Omar\nM03 | Red room | Thursday | Lena"),
+         ("M02 must move to Friday.", 'update("M02", "day", "Friday")',
+          "Updated M02: day changed from Tuesday to Friday."),
+         ("Last, M03 goes.", 'delete("M03")', "Deleted row M03.")],
     ),
     "textworld": (
         "You are in a kitchen. There is a closed fridge and a table with a knife on it. "
@@ -122,7 +151,8 @@ ONE_SHOT: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     ),
 }
 # Env names whose worked example is another family's (members of a family use the family's: pddl_gripper -> pddl).
-_EXAMPLE_ALIASES = {"tool_query": "tools", "tool_operation": "tools", "webshop": "shop", "alfworld": "twx"}
+# `tools` mixes query and operation tasks by seed; its example is the query one.
+_EXAMPLE_ALIASES = {"tools": "tool_query", "webshop": "shop", "alfworld": "twx"}
 
 _GENERIC_ONE_SHOT = (
     "You are in a small room with a locked door. There is a key on the floor. Your task: leave the room.",

@@ -132,7 +132,7 @@ def test_build_messages_options():
 
 
 def test_one_shot_examples_per_env_and_generic_fallback():
-    for name in ("maze", "pddl", "babyai", "tools", "textworld", "sciworld", "shop", "twx"):
+    for name in ("maze", "pddl", "babyai", "tool_query", "tool_operation", "textworld", "sciworld", "shop", "twx"):
         assert name in ONE_SHOT
         first_obs, steps = ONE_SHOT[name]
         text = one_shot_example(name)
@@ -141,14 +141,30 @@ def test_one_shot_examples_per_env_and_generic_fallback():
         assert first_obs in turns[0]["content"] and len(turns) == 1 + 2 * len(steps)
         assert [m["content"] for m in turns[1::2]] == [format_step(t, a) for t, a, _ in steps]
     # members of a family, and envs standing for another's task, get that family's example
-    for member, family in (("pddl_gripper", "pddl"), ("twx_cookingworld", "twx"), ("tool_query", "tools"),
-                           ("tool_operation", "tools"), ("webshop", "shop")):
+    for member, family in (("pddl_gripper", "pddl"), ("twx_cookingworld", "twx"), ("tools", "tool_query"),
+                           ("webshop", "shop")):
         assert example_messages(member) == example_messages(family), member
     generic = one_shot_example("something_new")
     assert "Thought:" in generic and "Action:" in generic and generic != one_shot_example("maze")
     # the env name picks the example; default is the trajectory's task
     assert ONE_SHOT["pddl"][0] in build_messages(TRAJ, env_name="pddl")[1]["content"]
     assert ONE_SHOT["maze"][0] in build_messages(TRAJ)[1]["content"]
+
+
+def test_tool_examples_use_their_envs_tools():
+    # The example is the only place the model sees a tool called: it must call the env's real tools, listed
+    # as the env lists them (an example once called calculator() and finish(), which no tool env has, and
+    # the bundled model answered every tool task with finish(1)).
+    from agentrm_jax.envs import make
+    from agentrm_jax.envs.tools.calls import parse_call
+
+    for name in ("tool_query", "tool_operation"):
+        env = make(name, split="train")
+        env.reset(0)
+        first_obs, steps = ONE_SHOT[name]
+        assert env._tool_list() in first_obs, name
+        for _, action, _ in steps:
+            assert parse_call(action)[0] in env.tools, (name, action)
 
 
 def test_example_steps_parse_back():
