@@ -7,6 +7,11 @@ Scenarios:
   lockstep  `len(--seeds)` maze test tasks played greedily together (`agents.loop.play_lockstep`,
             one `JaxPolicy.sample` call per turn) for `--turns` turns with the bundled model.
   single    the same tasks played one after another (`run_episode`), one context per call.
+  beam      one step-level beam search (`search.beam_search`, W x K = --beam, default 4x4) on the
+            first seed's task for `--turns` turns, candidates sampled at 0.7, ranked by the oracle
+            scorer (the env's own progress: no RM model, so the policy's cost is what is measured).
+  bon       Best-of-N (`search.best_of_n`, N = --bon, default 8) on the first seed's task, sampled
+            at 0.7, the N episodes in lockstep.
 
 Each scenario runs on one loaded model, prefix cache on and off (`prefix_cache=False`): wall
 time (compiles included unless --warmup, which plays each side once untimed first; with --repeats
@@ -25,16 +30,33 @@ at the same points (a complete action line, a stop string). `wall_s_transformers
 `prefilled_tokens_transformers`, and `identical_transformers` (its actions equal ours with the
 cache; float32 rounding differs between torch and XLA, so a near-tie argmax may not).
 torch and transformers are needed for the peer only (a benchmark's oracle, never the library's).
+It plays greedy scenarios only (lockstep, single).
+
+The llama.cpp peer (with --llama-server BIN, a `llama-server` binary: scripts/build_llama_server.sh
+builds one offline): the server is started on the bundled GGUF as llama.cpp runs it (Q4_1 weights,
+`--threads` threads, one slot per row of the scenario's widest call, prompt caching on, which is the
+server's default) and every scenario is played through `OpenAIPolicy` with as many requests in
+flight as slots, so the server batches rows as we do. `wall_s_llamacpp`, `prompt_tokens_llamacpp`,
+`prefilled_tokens_llamacpp` (prompt tokens less the cache hits the server reports), `identical_llamacpp`
+(its actions equal ours with the cache; it applies the GGUF's chat template and stops at our stop
+strings only, so its steps and their tokens can differ). The server's start-up is not timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
+import socket
+import subprocess
 import time
+import urllib.request
 import warnings
+
+SCENARIOS = ("lockstep", "single", "beam", "bon")
+GREEDY_SCENARIOS = ("lockstep", "single")
 
 
 class _Recording:
@@ -48,24 +70,42 @@ class _Recording:
         return self.policy.sample(contexts, n=n, temperature=temperature, seed=seed)
 
 
-def _play(scenario, model, tokenizer, seeds, turns, cached, max_new_tokens, kv_cache_mb):
+def _episodes(scenario, policy, seeds, turns, *, beam=(4, 4), bon=8):
+    """Play `scenario` with `policy`; returns (wall seconds, actions of every trajectory played)."""
     from agentrm_jax.agents.loop import play_lockstep, run_episode
-    from agentrm_jax.agents.policies import JaxPolicy
     from agentrm_jax.envs import make
+    from agentrm_jax.search import OracleScorer, SearchConfig, beam_search, best_of_n
 
-    policy = JaxPolicy(model, tokenizer, max_new_tokens=max_new_tokens, prefix_cache=cached,
-                       kv_cache_mb=kv_cache_mb, max_batch=max(8, len(seeds)))
-    recording = _Recording(policy)
     start = time.perf_counter()
     if scenario == "lockstep":
         envs = [make("maze", split="test", max_turns=turns) for _ in seeds]
         firsts = [env.reset(s) for env, s in zip(envs, seeds)]
-        trajectories = play_lockstep(envs, recording, seed=0, max_turns=turns, first_observations=firsts,
+        trajectories = play_lockstep(envs, policy, seed=0, max_turns=turns, first_observations=firsts,
                                      ids=[f"maze/test/{s}" for s in seeds])
+    elif scenario == "single":
+        trajectories = [run_episode(make("maze", split="test", max_turns=turns), policy, seed=s) for s in seeds]
     else:
-        trajectories = [run_episode(make("maze", split="test", max_turns=turns), recording, seed=s) for s in seeds]
+        cfg = SearchConfig(seed=seeds[0], max_turns=turns, temperature=0.7, n=bon, beam_width=beam[0],
+                           expansions=beam[1])
+        search = beam_search if scenario == "beam" else best_of_n
+        result = search(policy, OracleScorer(), lambda: make("maze", split="test", max_turns=turns), cfg)
+        trajectories = [result.trajectory, *result.candidates]
     wall = time.perf_counter() - start
-    actions = [[step.action for step in t.steps] for t in trajectories]
+    return wall, [[step.action for step in t.steps] for t in trajectories]
+
+
+def _widest_call(scenario, seeds, beam, bon) -> int:
+    """The most rows one policy call of `scenario` asks for."""
+    return {"lockstep": len(seeds), "single": 1, "beam": beam[0] * beam[1], "bon": bon}[scenario]
+
+
+def _play(scenario, model, tokenizer, seeds, turns, cached, max_new_tokens, kv_cache_mb, beam=(4, 4), bon=8):
+    from agentrm_jax.agents.policies import JaxPolicy
+
+    policy = JaxPolicy(model, tokenizer, max_new_tokens=max_new_tokens, prefix_cache=cached,
+                       kv_cache_mb=kv_cache_mb, max_batch=max(8, _widest_call(scenario, seeds, beam, bon)))
+    recording = _Recording(policy)
+    wall, actions = _episodes(scenario, recording, seeds, turns, beam=beam, bon=bon)
     return wall, policy, recording.contexts, actions
 
 
@@ -186,48 +226,101 @@ def _hf_model(model):
 
 
 def _play_transformers(scenario, hf, model, tokenizer, seeds, turns, max_new_tokens):
-    from agentrm_jax.agents.loop import play_lockstep, run_episode
     from agentrm_jax.agents.policies import JaxPolicy
-    from agentrm_jax.envs import make
 
     encoder = JaxPolicy(model, tokenizer, max_new_tokens=max_new_tokens)  # our tokenization and context cuts
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     peer = _TransformersPeer(hf, tokenizer, encoder._encode, max_new_tokens=max_new_tokens, pad_token_id=pad)
-    start = time.perf_counter()
-    if scenario == "lockstep":
-        envs = [make("maze", split="test", max_turns=turns) for _ in seeds]
-        firsts = [env.reset(s) for env, s in zip(envs, seeds)]
-        trajectories = play_lockstep(envs, peer, seed=0, max_turns=turns, first_observations=firsts,
-                                     ids=[f"maze/test/{s}" for s in seeds])
-    else:
-        trajectories = [run_episode(make("maze", split="test", max_turns=turns), peer, seed=s) for s in seeds]
-    wall = time.perf_counter() - start
-    return wall, peer, [[step.action for step in t.steps] for t in trajectories]
+    wall, actions = _episodes(scenario, peer, seeds, turns)
+    return wall, peer, actions
 
 
-def bench(scenario, model, tokenizer, *, seeds, turns, max_new_tokens, kv_cache_mb, warmup, repeats=1, hf=None):
-    """One scenario's figures (a JSON-able dict); with `hf` (transformers' copy of the model) the peer's too."""
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def llama_server(binary, gguf, *, slots, threads, context_per_slot=8192, start_timeout_s=300.0):
+    """A `llama-server` on 127.0.0.1 serving `gguf` with `slots` parallel slots; yields its /v1 URL.
+
+    Prompt caching (`cache_prompt`) is the server's default: a request reuses the KV of the slot
+    whose last prompt shares the longest prefix with it. Its log goes to a temporary file, printed
+    (tail) if it fails to start."""
+    import tempfile
+
+    port = _free_port()
+    cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
+           "--threads-batch", str(threads), "--parallel", str(slots), "--ctx-size", str(context_per_slot * slots),
+           "--no-webui"]
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            end = time.monotonic() + start_timeout_s
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"llama-server exited with {proc.returncode}: {' '.join(cmd)}\n"
+                                       + log.read()[-2000:])
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > end:
+                    raise RuntimeError(f"llama-server did not answer /health within {start_timeout_s:g} s")
+                time.sleep(0.5)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _play_llamacpp(scenario, binary, seeds, turns, max_new_tokens, threads, beam=(4, 4), bon=8):
+    from agentrm_jax.agents.policies import OpenAIPolicy
+    from agentrm_jax.models import bundled_model_path
+
+    slots = _widest_call(scenario, seeds, beam, bon)
+    with llama_server(binary, bundled_model_path(), slots=slots, threads=threads) as url:
+        peer = OpenAIPolicy(url, "bundled", max_tokens=max_new_tokens, timeout=600, deadline_s=3600,
+                            concurrency=slots)
+        wall, actions = _episodes(scenario, peer, seeds, turns, beam=beam, bon=bon)
+    return wall, peer, actions
+
+
+def bench(scenario, model, tokenizer, *, seeds, turns, max_new_tokens, kv_cache_mb, warmup, repeats=1, hf=None,
+          llama_server_bin=None, threads=1, beam=(4, 4), bon=8):
+    """One scenario's figures (a JSON-able dict); with `hf` (transformers' copy of the model) that peer's
+    too (greedy scenarios), with `llama_server_bin` llama.cpp's."""
     from agentrm_jax.sampling.prefix_cache import distinct_prefix_tokens
 
-    out = {"scenario": scenario, "episodes": len(seeds), "turns": turns, "max_new_tokens": max_new_tokens,
+    play = dict(beam=beam, bon=bon)
+    out = {"scenario": scenario, "episodes": len(seeds) if scenario in GREEDY_SCENARIOS else 1,
+           "rows": _widest_call(scenario, seeds, beam, bon), "turns": turns, "max_new_tokens": max_new_tokens,
            "kv_cache_mb": kv_cache_mb, "compiles_timed": not warmup,
            "load_average_start": round(os.getloadavg()[0], 2)}
     if warmup:
         for cached in (True, False):
-            _play(scenario, model, tokenizer, seeds, turns, cached, max_new_tokens, kv_cache_mb)
+            _play(scenario, model, tokenizer, seeds, turns, cached, max_new_tokens, kv_cache_mb, **play)
     # Timed plays alternate sides (the order flips each repeat) so that a shared machine's load
     # swings hit both; each side keeps its fastest play.
     sides, walls = {}, {True: [], False: []}
     for rep in range(repeats):
         for cached in ((True, False) if rep % 2 == 0 else (False, True)):
-            sides[cached] = _play(scenario, model, tokenizer, seeds, turns, cached, max_new_tokens, kv_cache_mb)
+            sides[cached] = _play(scenario, model, tokenizer, seeds, turns, cached, max_new_tokens, kv_cache_mb,
+                                  **play)
             walls[cached].append(sides[cached][0])
     (_, pol_c, contexts, actions_c), (_, pol_p, _, actions_p) = sides[True], sides[False]
     wall_c, wall_p = min(walls[True]), min(walls[False])
     out["repeats"] = repeats
     sc, sp = pol_c.stats, pol_p.stats
     out.update(
-        calls=sc.calls, contexts=sc.contexts, prompt_tokens=sc.prompt_tokens,
+        calls=sc.calls, contexts=sc.contexts, prompt_tokens=sc.prompt_tokens, generated_tokens=sc.generated_tokens,
         unique_tokens=distinct_prefix_tokens([pol_c._encode(c) for c in contexts]),
         prefilled_tokens_cached=sc.prefilled_tokens, prefilled_tokens_uncached=sp.prefilled_tokens,
         cache_hit_tokens=sc.cache_hit_tokens, cache_evictions=sc.cache_evictions, cache_bytes=sc.cache_bytes,
@@ -235,7 +328,7 @@ def bench(scenario, model, tokenizer, *, seeds, turns, max_new_tokens, kv_cache_
         wall_s_cached=round(wall_c, 2), wall_s_uncached=round(wall_p, 2),
         speedup=round(wall_p / wall_c, 2) if wall_c else None,
         identical=actions_c == actions_p)
-    if hf is not None:
+    if hf is not None and scenario in GREEDY_SCENARIOS:
         walls_t = []  # no warm-up play: eager torch compiles nothing
         for _ in range(repeats):
             wall_t, peer, actions_t = _play_transformers(scenario, hf, model, tokenizer, seeds, turns, max_new_tokens)
@@ -244,14 +337,29 @@ def bench(scenario, model, tokenizer, *, seeds, turns, max_new_tokens, kv_cache_
                    cache_hit_tokens_transformers=peer.cache_hit_tokens,
                    speedup_over_transformers=round(min(walls_t) / wall_c, 2) if wall_c else None,
                    identical_transformers=actions_t == actions_c)
+    if llama_server_bin is not None:
+        walls_l = []
+        for _ in range(repeats):  # a fresh server each time: its slots' caches start empty, as ours do
+            wall_l, peer, actions_l = _play_llamacpp(scenario, llama_server_bin, seeds, turns, max_new_tokens, threads,
+                                                     **play)
+            walls_l.append(wall_l)
+        st = peer.stats
+        out.update(wall_s_llamacpp=round(min(walls_l), 2), prompt_tokens_llamacpp=st.prompt_tokens,
+                   prefilled_tokens_llamacpp=st.prefilled_tokens, generated_tokens_llamacpp=st.generated_tokens,
+                   speedup_over_llamacpp=round(min(walls_l) / wall_c, 2) if wall_c else None,
+                   identical_llamacpp=actions_l == actions_c)
     out["load_average_end"] = round(os.getloadavg()[0], 2)  # 1-minute load: the machine is shared
     return out
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenario", action="append", choices=["lockstep", "single"],
+    parser.add_argument("--scenario", action="append", choices=list(SCENARIOS),
                         help="scenarios to run (repeatable; default: lockstep)")
+    parser.add_argument("--beam", default="4x4", help="beam scenario's W x K (default 4x4)")
+    parser.add_argument("--bon", type=int, default=8, help="bon scenario's N (default 8)")
+    parser.add_argument("--llama-server", metavar="BIN",
+                        help="a llama-server binary: run llama.cpp's OpenAI-compatible server as a peer")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)), help="maze test seeds")
     parser.add_argument("--turns", type=int, default=6, help="turns per episode (default 6)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -261,13 +369,24 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-transformers", action="store_true", help="do not run the transformers peer")
     # 1 by default: on the shared 2-core machine, with other jobs holding a core, torch's 2 OpenMP threads
     # wait on each other (2026-12-02: one peer play took 369 s with 2 threads, 31 s with 1, load ~4)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the peer (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="threads of each peer, torch and llama.cpp (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per scenario")
     args = parser.parse_args(argv)
     if args.turns < 1:
         parser.error(f"--turns must be >= 1, got {args.turns}")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    try:
+        beam = tuple(int(x) for x in args.beam.lower().split("x"))
+        if len(beam) != 2 or min(beam) < 1:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--beam must be W x K with both >= 1 (e.g. 4x4), got {args.beam!r}")
+    if args.bon < 1:
+        parser.error(f"--bon must be >= 1, got {args.bon}")
+    if args.llama_server and not (os.path.isfile(args.llama_server) and os.access(args.llama_server, os.X_OK)):
+        parser.error(f"--llama-server {args.llama_server!r} is not an executable file "
+                     "(scripts/build_llama_server.sh builds one)")
 
     from agentrm_jax.models import bundled_model_path, from_pretrained
 
@@ -281,11 +400,12 @@ def main(argv=None) -> None:
     for scenario in args.scenario or ["lockstep"]:
         result = bench(scenario, model, tokenizer, seeds=args.seeds, turns=args.turns,
                        max_new_tokens=args.max_new_tokens, kv_cache_mb=args.kv_cache_mb, warmup=args.warmup,
-                       repeats=args.repeats, hf=hf)
+                       repeats=args.repeats, hf=hf, llama_server_bin=args.llama_server, threads=args.threads,
+                       beam=beam, bon=args.bon)
         if args.json:
             print(json.dumps(result))
         else:
-            print(f"{scenario}: {result['episodes']} episodes x {result['turns']} turns, "
+            print(f"{scenario}: {result['episodes']} episode(s) x {result['turns']} turns, {result['rows']} rows at most, "
                   f"identical actions: {result['identical']}")
             print(f"  wall s        cached {result['wall_s_cached']:>9}   uncached {result['wall_s_uncached']:>9}   "
                   f"speedup {result['speedup']}")
@@ -297,6 +417,10 @@ def main(argv=None) -> None:
                 print(f"  transformers  wall s {result['wall_s_transformers']} ({result['speedup_over_transformers']}x "
                       f"ours cached), prefilled {result['prefilled_tokens_transformers']}, identical actions: "
                       f"{result['identical_transformers']}")
+            if "wall_s_llamacpp" in result:
+                print(f"  llama.cpp     wall s {result['wall_s_llamacpp']} ({result['speedup_over_llamacpp']}x "
+                      f"ours cached), prefilled {result['prefilled_tokens_llamacpp']} of "
+                      f"{result['prompt_tokens_llamacpp']}, identical actions: {result['identical_llamacpp']}")
             print(f"  cache         hits {result['cache_hit_tokens']}  evictions {result['cache_evictions']}  "
                   f"MB held {result['cache_bytes'] / 2**20:.1f}")
 
