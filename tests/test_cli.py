@@ -96,3 +96,18 @@ def test_bench_train_is_reachable_from_the_cli(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--skip-memory" in out and "--pause" in out
+
+
+def test_bench_episodes_refuses_bad_sizes_and_a_missing_server_before_loading(tmp_path, capsys):
+    # each is one argparse line naming the flag, before the model is loaded (which takes seconds)
+    for argv, flag in ((["--beam", "0x2"], "--beam"), (["--beam", "4"], "--beam"), (["--bon", "0"], "--bon"),
+                       (["--llama-server", str(tmp_path / "no-such-llama-server")], "--llama-server")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", "episodes", *argv])
+        assert exit_info.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert flag in err.splitlines()[-1], err
+    with pytest.raises(SystemExit):
+        main(["bench", "episodes", "--help"])
+    out = capsys.readouterr().out
+    assert "beam" in out and "bon" in out and "--llama-server" in out
