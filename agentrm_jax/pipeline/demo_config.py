@@ -105,13 +105,15 @@ class RMSection(Part):
     """The explicit RM on the bundled backbone (`training.trainer.train`, kind explicit, target value)."""
 
     finetune: str = "head"
+    head_init: str = "mean"  # training.config.TrainConfig.head_init
     steps: int = 16
     batch_size: int = 8
     max_length: int = 512
-    lr: float = 2.0e-3
+    lr: float = 2.0e-4
 
     def __post_init__(self):
         check_choice("rm.finetune", self.finetune, ("head", "lora"))
+        check_choice("rm.head_init", self.head_init, ("normal", "mean"))
         for name, lo in (("steps", 1), ("batch_size", 1), ("max_length", 64)):
             check_int(f"rm.{name}", getattr(self, name), lo)
         check_float("rm.lr", self.lr, 0.0)
