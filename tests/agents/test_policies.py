@@ -288,7 +288,6 @@ def test_openai_policy_concurrency_overlaps_requests_and_keeps_order(fake_server
     fake_server.mode, fake_server.sleep = "sleep", 0.3
     serial = OpenAIPolicy(_url(fake_server), "m")
     expected = serial.sample(contexts, seed=3)
-    assert fake_server.most_in_flight == 1
     serial_seeds = sorted(r[2]["seed"] for r in fake_server.requests)
     fake_server.requests.clear()
     parallel = OpenAIPolicy(_url(fake_server), "m", concurrency=4)
@@ -300,6 +299,15 @@ def test_openai_policy_concurrency_overlaps_requests_and_keeps_order(fake_server
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="concurrency"):
             OpenAIPolicy(_url(fake_server), "m", concurrency=bad)
+
+
+def test_openai_policy_concurrent_failure_raises_one_error(fake_server):
+    fake_server.mode, fake_server.fail_status = "status", 400  # not retried
+    contexts = [[*CTX0[:-1], {"role": "user", "content": f"task {i}"}] for i in range(6)]
+    policy = OpenAIPolicy(_url(fake_server), "m", concurrency=2, max_retries=0)
+    with pytest.raises(PolicyServerError, match="status 400"):
+        policy.sample(contexts)
+    assert len(fake_server.requests) < 6  # the requests queued behind the failure were not sent
 
 
 def test_openai_policy_counts_cached_prompt_tokens(fake_server):

@@ -304,11 +304,29 @@ def test_head_init_mean_starts_at_the_targets_mean(files, bundled_tokenizer):
     model, _ = trained_model(config(files, "head_mean", train=str(files["eight"]), finetune="head",
                                     head_init="mean", steps=3, lr=1e-2), files["root"] / "head_mean" / "checkpoints",
                              backbone=tiny_model())
-    assert model.head.config.bias and float(model.head.bias[...][0]) != 0.0
+    assert model.head.config.bias
+    assert float(model.head.bias[...][0]) == pytest.approx(0.5, abs=0.1)  # moved from 0.5 by a few small steps
+    # an MLP head starts the same way (its output layer zeroed), and BCE starts at the mean's logit (0: log 2)
+    mlp = run(files, bundled_tokenizer, "head_mean_mlp", train=str(files["eight"]), finetune="head",
+              head_init="mean", head_mlp=8, steps=1)
+    assert mlp.losses[min(mlp.losses)] == pytest.approx(0.25, abs=1e-6)
+    bce = run(files, bundled_tokenizer, "head_mean_bce", train=str(files["eight"]), finetune="head",
+              head_init="mean", loss="bce", steps=1)
+    assert bce.losses[min(bce.losses)] == pytest.approx(math.log(2), abs=1e-6)
     with pytest.raises(ValueError, match="head_init"):
         config(files, "pairwise_mean", kind="pairwise", train=str(files["pairs"]), head_init="mean")
     with pytest.raises(ValueError, match="head_init"):
         config(files, "bad_init", head_init="zeros")
+
+
+def test_a_run_saved_before_head_init_resumes_only_as_normal(files):
+    # its train_config.json has no head_init: it was trained with a normal head, which a mean start cannot resume
+    saved = config(files, "old_run", finetune="head").to_dict()
+    del saved["head_init"]
+    trainer._check_resumable(saved, config(files, "old_run", finetune="head"), files["root"] / "old_run")
+    with pytest.raises(ValueError, match="head_init='normal'.*head_init='mean'"):
+        trainer._check_resumable(saved, config(files, "old_run", finetune="head", head_init="mean"),
+                                 files["root"] / "old_run")
 
 
 # ---------------------------------------------------------------------------------- non-finite loss

@@ -58,7 +58,8 @@ class OpenAIPolicy:
     concurrency: how many contexts of one `sample` call are requested at
       once (threads; 1 = one after another). A server with parallel slots
       (vLLM, llama.cpp's `-np`) then decodes them together, as `JaxPolicy`
-      batches rows. Answers keep the contexts' order; the first failure raises.
+      batches rows. Answers keep the contexts' order; the first failure raises
+      (after the requests already in flight end; those not started are dropped).
     Stats: `prompt_tokens` and `generated_tokens` as the server's `usage`
     reports them; `cache_hit_tokens` from `usage.prompt_tokens_details.
     cached_tokens` where the server reports it (vLLM, llama.cpp, OpenAI), and
@@ -93,7 +94,8 @@ class OpenAIPolicy:
 
     def __repr__(self) -> str:
         return (f"OpenAIPolicy(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
-                f"timeout={self.timeout}, max_retries={self.max_retries}, deadline_s={self.deadline_s})")
+                f"timeout={self.timeout}, max_retries={self.max_retries}, deadline_s={self.deadline_s}, "
+                f"concurrency={self.concurrency})")
 
     @staticmethod
     def _endpoint(base: str, what: str) -> str:
@@ -228,8 +230,11 @@ class OpenAIPolicy:
 
         workers = min(self.concurrency, len(contexts))
         if workers > 1:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-policy") as pool:
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-policy")
+            try:
                 out = list(pool.map(one, range(len(contexts))))  # re-raises the first failure, in order
+            finally:  # after a failure, requests not yet started are dropped; those in flight run out
+                pool.shutdown(wait=True, cancel_futures=True)
         else:
             out = [one(i) for i in range(len(contexts))]
         self._count(calls=1, contexts=len(contexts), samples=len(contexts) * n)
