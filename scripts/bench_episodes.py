@@ -382,12 +382,13 @@ def main(argv=None) -> None:
         parser.error(f"--turns must be >= 1, got {args.turns}")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    from agentrm_jax.evaluate.config import parse_methods  # the WxK shape `agentrm eval` reads
+
     try:
-        beam = tuple(int(x) for x in args.beam.lower().split("x"))
-        if len(beam) != 2 or min(beam) < 1:
-            raise ValueError
-    except ValueError:
-        parser.error(f"--beam must be W x K with both >= 1 (e.g. 4x4), got {args.beam!r}")
+        (method,) = parse_methods(f"beam={args.beam}")
+    except ValueError as e:
+        parser.error(f"--beam: {e}")
+    beam = (method.width, method.expansions)
     if args.bon < 1:
         parser.error(f"--bon must be >= 1, got {args.bon}")
     if args.llama_server and not (os.path.isfile(args.llama_server) and os.access(args.llama_server, os.X_OK)):

@@ -17,6 +17,7 @@ from typing import Any
 
 from agentrm_jax.pipeline.config_checks import (ConfigKeyError, Part, as_tuple, check_beam, check_choice, check_float,
                                                 check_int, check_seeds, key_lines)
+from agentrm_jax.training.config import HEAD_INITS
 from agentrm_jax.yaml_config import check_keys, read_mapping
 
 __all__ = ["DemoConfig", "DemosSection", "EvalSection", "ExploreSection", "RMSection", "SFTSection",
@@ -113,7 +114,7 @@ class RMSection(Part):
 
     def __post_init__(self):
         check_choice("rm.finetune", self.finetune, ("head", "lora"))
-        check_choice("rm.head_init", self.head_init, ("normal", "mean"))
+        check_choice("rm.head_init", self.head_init, HEAD_INITS)
         for name, lo in (("steps", 1), ("batch_size", 1), ("max_length", 64)):
             check_int(f"rm.{name}", getattr(self, name), lo)
         check_float("rm.lr", self.lr, 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agentrm_jax.training.config import MeshShape, TrainConfig
+from agentrm_jax.training.config import HEAD_INITS, MeshShape, TrainConfig
 
 # flag -> TrainConfig field, by flat name (`training.config`: lr is optimizer.lr), of the flags `add_run_flags`
 # adds for every run of the trainer (`agentrm train`, `agentrm sft`)
@@ -131,7 +131,7 @@ def register(subparsers) -> None:
     tr.add_argument("--kind", choices=["explicit", "implicit", "pairwise"], help="reward model kind (overrides kind)")
     tr.add_argument("--target", choices=["value", "progress", "success"],
                     help="record field holding the target / label (overrides data.target)")
-    tr.add_argument("--head-init", choices=["normal", "mean"],
+    tr.add_argument("--head-init", choices=list(HEAD_INITS),
                     help="value head start (overrides head_init): normal (N(0, 0.02), exportable to transformers) "
                          "or mean (explicit: zero weights and a bias at the targets' mean, our format only)")
     tr.add_argument("--plan", action="store_true",
