@@ -21,13 +21,14 @@ environment answers with an informative "Nothing happens").
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Sequence
 
 from agentrm_jax.records import Trajectory, format_step
 
 __all__ = [
     "EXAMPLE_END", "OMITTED_NOTE", "ONE_SHOT", "SYSTEM_PROMPT", "STOP_STRINGS", "action_line_complete", "build_messages",
     "count_steps", "cut_after_action", "example_messages", "one_shot_example", "parse_step", "shorten_context",
-    "omitted_steps", "task_actions", "task_message",
+    "omitted_steps", "shortened_contexts", "stable_drop_counts", "task_actions", "task_message",
 ]
 
 SYSTEM_PROMPT = (
@@ -240,17 +241,19 @@ def _task_index(messages: list[dict[str, str]]) -> int:
     return next((i for i, m in enumerate(messages) if m.get("role") == "user"), 0)
 
 
-def shorten_context(messages: list[dict[str, str]]) -> list[dict[str, str]] | None:
+def shorten_context(messages: list[dict[str, str]], steps: int = 1) -> list[dict[str, str]] | None:
     """A shorter copy of a context for a model with too few positions, or None when nothing can go.
 
-    Drops the oldest step of the task (its assistant turn and observation)
-    while the latest observation stays; after that the worked example. The
-    task's first observation and the latest observation are always kept.
+    Drops the `steps` oldest steps of the task (each its assistant turn and
+    observation), at most all but the latest one; when only the latest step is
+    left, the worked example instead. The task's first observation and the
+    latest observation are always kept.
     """
     messages = [dict(m) for m in messages]
     t = _task_index(messages)
-    if len(messages) - (t + 1) >= 3:
-        del messages[t + 1:t + 3]
+    droppable = (len(messages) - (t + 1) - 1) // 2
+    if droppable >= 1:
+        del messages[t + 1:t + 1 + 2 * min(max(1, steps), droppable)]
         return messages
     content = str(messages[t].get("content", ""))
     if EXAMPLE_END in content and any(m.get("role") != "system" for m in messages[:t]):
@@ -258,6 +261,56 @@ def shorten_context(messages: list[dict[str, str]]) -> list[dict[str, str]] | No
         task = {"role": "user", "content": content[content.index(EXAMPLE_END):]}
         return head + [task] + messages[t + 1:]
     return None
+
+
+def stable_drop_counts(step_tokens: Sequence[int], quantum: int) -> list[int]:
+    """How many of the oldest steps to drop from a context that is too long, in the order to try them.
+
+    step_tokens: [steps] the size of each step of the task (assistant turn and
+    observation), oldest first, in tokens; quantum: tokens, >= 1.
+
+    The m-th count is the fewest oldest steps whose sizes add up to at least
+    m * quantum; the last count keeps only the latest step. Earlier steps'
+    sizes do not change as an episode grows, so a longer history's counts
+    begin with a shorter one's: turn after turn the same count is chosen and
+    each context extends the previous one (a prefix-cache hit) until about
+    `quantum` more tokens have arrived, instead of a different cut, and a full
+    prefill, on every turn. quantum=1 drops one step at a time.
+    """
+    if quantum < 1:
+        raise ValueError(f"quantum must be >= 1 token, got {quantum}")
+    droppable = len(step_tokens) - 1
+    counts: list[int] = []
+    total, crossing = 0, quantum
+    for count, size in enumerate(step_tokens[:droppable], start=1):
+        total += size
+        if total >= crossing:
+            counts.append(count)
+            crossing = (total // quantum + 1) * quantum
+    if droppable >= 1 and counts[-1:] != [droppable]:
+        counts.append(droppable)
+    return counts
+
+
+def shortened_contexts(messages: list[dict[str, str]], count_tokens: Callable[[str], int],
+                       quantum: int) -> Iterator[list[dict[str, str]]]:
+    """Ever shorter copies of a context too long for a model, to try in order until one fits.
+
+    First the oldest steps go, in `stable_drop_counts` (sizes measured with
+    `count_tokens(text) -> tokens`); then, with only the latest step left,
+    the worked example (`shorten_context`). The input is not modified.
+    """
+    t = _task_index(messages)
+    after = messages[t + 1:]
+    sizes = [count_tokens(str(after[i].get("content", ""))) + count_tokens(str(after[i + 1].get("content", "")))
+             for i in range(0, len(after) - 1, 2)]
+    counts = stable_drop_counts(sizes, quantum)
+    for count in counts:
+        yield shorten_context(messages, steps=count)
+    latest_only = shorten_context(messages, steps=counts[-1]) if counts else messages
+    without_example = shorten_context(latest_only)
+    if without_example is not None:
+        yield without_example
 
 
 def build_messages(trajectory: Trajectory, *, env_name: str | None = None, one_shot: bool = True,

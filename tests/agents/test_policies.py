@@ -181,6 +181,15 @@ def test_jax_policy_drops_old_steps_of_an_overlong_context(tiny_policy):
                      {"role": "user", "content": "obs " * 5}]
     out = tiny_policy.sample([long_ctx])
     assert parse_step(out[0][0])[1] == "move east"
+    # the next turns extend the cut context (a prefix-cache hit) rather than cut it anew each turn
+    assert tiny_policy.drop_tokens == 256 // 4
+    ids = [tiny_policy._encode(long_ctx)]
+    for i in range(3):
+        long_ctx = long_ctx + [{"role": "assistant", "content": f"Action: b{i}"}, {"role": "user", "content": "obs"}]
+        ids.append(tiny_policy._encode(long_ctx))
+    assert all(len(ids[0]) < len(later) <= 256 - 64 and later[:len(ids[0])] == ids[0] for later in ids[1:])
+    with pytest.raises(ValueError, match="drop_tokens"):
+        JaxPolicy(tiny_policy.sampler.model, ChunkTokenizer(), drop_tokens=0)
     with pytest.raises(ValueError, match="task prompt alone"):
         tiny_policy.sample([[{"role": "user", "content": "w " * 400}]])
 

@@ -6,7 +6,8 @@ import pytest
 
 from agentrm_jax.agents.prompts import (ONE_SHOT, STOP_STRINGS, SYSTEM_PROMPT, action_line_complete,
                                         build_messages, count_steps, cut_after_action, example_messages,
-                                        one_shot_example, parse_step, shorten_context, task_message)
+                                        one_shot_example, parse_step, shorten_context, shortened_contexts,
+                                        stable_drop_counts, task_message)
 from agentrm_jax.records import Step, Trajectory, format_step
 
 TRAJ = Trajectory(task="maze", instruction="Reach the goal at (1, 0). You are at (0, 0).",
@@ -199,3 +200,58 @@ def test_shorten_context_drops_old_steps_then_the_example():
     assert ONE_SHOT["maze"][0] not in last[1]["content"]
     assert messages == build_messages(long)  # the input is not modified
     assert shorten_context(build_messages(long.prefix(0), one_shot=False)) is None
+    assert [count_steps(m) for m in (shorten_context(messages, steps=2), shorten_context(messages, steps=9))] == [1, 1]
+
+
+def test_stable_drop_counts_cross_each_quantum_and_keep_the_latest_step():
+    assert stable_drop_counts([4, 4, 4, 4, 4, 4], quantum=8) == [2, 4, 5]
+    assert stable_drop_counts([3, 30, 2, 2, 2], quantum=8) == [2, 4]  # one big step crosses several blocks
+    assert stable_drop_counts([5, 5, 5], quantum=1) == [1, 2]  # one step at a time
+    assert stable_drop_counts([7], quantum=4) == [] and stable_drop_counts([], quantum=4) == []
+    with pytest.raises(ValueError, match="quantum"):
+        stable_drop_counts([1, 2], quantum=0)
+    sizes = [5, 9, 2, 7, 7, 1, 8, 3, 6, 4]
+    for n in range(2, len(sizes)):  # a longer history's counts begin with a shorter one's
+        shorter, longer = stable_drop_counts(sizes[:n], 10), stable_drop_counts(sizes[:n + 1], 10)
+        assert longer[:len(shorter) - 1] == shorter[:-1]
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _fit(messages, budget: int, quantum: int):
+    size = sum(_words(m["content"]) for m in messages)
+    if size <= budget:
+        return messages
+    return next(m for m in shortened_contexts(messages, _words, quantum) if sum(_words(x["content"]) for x in m) <= budget)
+
+
+@pytest.mark.parametrize("quantum, most_cuts", [(1, None), (100, 8)])
+def test_shortened_contexts_extend_the_last_turn_until_a_block_is_filled(quantum, most_cuts):
+    """Turn after turn of a growing episode, the fitted context extends the previous one except at a
+    few block boundaries; one step at a time (quantum=1) cuts anew on every turn past the budget."""
+    traj = Trajectory(task="maze", instruction="Reach the goal. " * 10, steps=())
+    previous, cuts, over = None, 0, 0
+    for turn in range(40):
+        traj = traj.append(Step(f"step {turn}", f"move east {turn}", "You move east. " * (3 + turn % 4)))
+        messages = build_messages(traj)
+        fitted = _fit(messages, budget=600, quantum=quantum)
+        over += fitted is not messages
+        assert fitted[-1] == messages[-1] and sum(_words(m["content"]) for m in fitted) <= 600
+        if previous is not None and fitted[:len(previous)] != previous:
+            cuts += 1
+        previous = fitted
+    assert over >= 20  # most turns needed a cut
+    if most_cuts is None:
+        assert cuts >= over - 1
+    else:
+        assert cuts <= most_cuts
+
+
+def test_shortened_contexts_end_with_the_example_dropped():
+    long = TRAJ.append(Step("t3", "a3", "o3"))
+    tries = list(shortened_contexts(build_messages(long), _words, quantum=1000))
+    assert [count_steps(m) for m in tries] == [1, 1]
+    assert ONE_SHOT["maze"][0] in tries[0][1]["content"] and ONE_SHOT["maze"][0] not in tries[1][1]["content"]
+    assert list(shortened_contexts(build_messages(long.prefix(0), one_shot=False), _words, 4)) == []

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from agentrm_jax.agents.policies.base import Messages, PolicyStats, _check_args
-from agentrm_jax.agents.prompts import STOP_STRINGS, action_line_complete, cut_after_action, shorten_context
+from agentrm_jax.agents.prompts import STOP_STRINGS, action_line_complete, cut_after_action, shortened_contexts
 
 __all__ = ["JaxPolicy"]
 
@@ -29,8 +29,12 @@ def _action_sampler(model, tokenizer, max_batch, prefix_cache, kv_cache_mb):
 class JaxPolicy:
     """Our JAX model as a policy (greedy at temperature 0).
 
-    Contexts too long for the model are cut by `prompts.shorten_context` (the
-    oldest steps, then the worked example) until the prompt fits. Samples use
+    Contexts too long for the model lose their oldest steps, then the worked
+    example, until the prompt fits (`prompts.shortened_contexts`). Steps go in
+    blocks of about `drop_tokens` tokens (default a quarter of the model's
+    positions) at boundaries that stay put as the episode grows, so the next
+    turns extend the cut context and hit the prefix cache, instead of a new
+    cut, and a full prefill, every turn. Samples use
     the model's weights as they are at each `sample` call (updates made after
     construction, adapters added in place included), and a context's samples
     depend only on (seed, context, sample index), not on the other contexts of
@@ -43,19 +47,24 @@ class JaxPolicy:
     tokens/s; docs/BENCHMARKS.md); a call's rows are bucketed, not padded to it.
     prefix_cache / kv_cache_mb: the sampler's prefix KV cache (off by default: see docs/ARCHITECTURE.md) and its byte budget;
     `stats` reports the tokens prefilled and served from it.
+    drop_tokens: the block, in tokens, in which an overlong context's oldest steps are dropped (None: a quarter
+    of max_position_embeddings; 1: one step at a time, the least history lost and a full prefill every turn).
     """
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 96, max_batch: int = 8, top_p: float = 1.0,
                  top_k: int = 0, stop: Sequence[str] = STOP_STRINGS, prefix_cache: bool = False,
-                 kv_cache_mb: float = 512.0):
+                 kv_cache_mb: float = 512.0, drop_tokens: int | None = None):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if drop_tokens is not None and drop_tokens < 1:
+            raise ValueError(f"drop_tokens must be >= 1 token or None, got {drop_tokens}")
         self.sampler = _action_sampler(model, tokenizer, max_batch, prefix_cache, kv_cache_mb)
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.top_p, self.top_k = top_p, top_k
         self.stop = tuple(stop)
         self.max_positions = int(model.config.max_position_embeddings)
+        self.drop_tokens = drop_tokens if drop_tokens is not None else max(1, self.max_positions // 4)
         self._stats = PolicyStats()
 
     @classmethod
@@ -73,18 +82,21 @@ class JaxPolicy:
                                    prefilled_tokens=s.prefilled_tokens, cache_hit_tokens=s.cache_hit_tokens,
                                    cache_evictions=s.cache_evictions, cache_bytes=s.cache_bytes)
 
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def _encode(self, context: Messages) -> list[int]:
-        messages = list(context)
         budget = self.max_positions - self.max_new_tokens
-        while True:
-            ids = self.sampler.encode(messages)
+        ids = self.sampler.encode(list(context))
+        if len(ids) <= budget:
+            return ids
+        # the oldest steps in blocks of about drop_tokens (stable from turn to turn), then the worked example
+        for shorter in shortened_contexts(list(context), self._count_tokens, self.drop_tokens):
+            ids = self.sampler.encode(shorter)
             if len(ids) <= budget:
                 return ids
-            shorter = shorten_context(messages)  # the oldest step first, then the worked example
-            if shorter is None:
-                raise ValueError(f"the task prompt alone has {len(ids)} tokens; the model allows "
-                                 f"{self.max_positions} positions with max_new_tokens={self.max_new_tokens}")
-            messages = shorter
+        raise ValueError(f"the task prompt alone has {len(ids)} tokens; the model allows "
+                         f"{self.max_positions} positions with max_new_tokens={self.max_new_tokens}")
 
     def sample(self, contexts: Sequence[Messages], n: int = 1, temperature: float = 0.0,
                seed: int = 0) -> list[list[str]]:
