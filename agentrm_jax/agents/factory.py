@@ -31,7 +31,7 @@ def make_env(name: str, *, seed: int = 0, split: str = "train", **kwargs):
 
 def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0, noise: float = 0.0,
                 max_new_tokens: int = 96, timeout: float = 60.0, api_key_env: str = "OPENAI_API_KEY",
-                kv_cache_mb: float = 0.0):
+                kv_cache_mb: float = 0.0, concurrency: int = 1):
     """A policy from its CLI name.
 
     bundled (our JAX model; `model` names another path), an offline model's name (`models.offline_models`:
@@ -40,7 +40,9 @@ def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0,
     LoRA adapters unmerged, or the whole fine-tuned model), a model path (an HF directory or a .gguf
     file, run in-process), or http(s)://URL[#model] (an OpenAI-compatible server; `#model` or `model` names the
     model, else the server's first). kv_cache_mb: our JAX policies' prefix KV cache budget in MB (0: off, the
-    default; see docs/ARCHITECTURE.md); the other policies ignore it.
+    default; see docs/ARCHITECTURE.md); the other policies ignore it. concurrency: a served policy's requests
+    in flight at once (the contexts of one call, e.g. a lockstep turn's; answers keep their order); the other
+    policies ignore it.
     """
     from pathlib import Path
 
@@ -60,7 +62,7 @@ def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0,
         spec, _, named = spec.partition("#")
         model = model or named or None
         policy = OpenAIPolicy(spec, model or "default", api_key_env=api_key_env, timeout=timeout,
-                              max_tokens=max_new_tokens)
+                              max_tokens=max_new_tokens, concurrency=concurrency)
         if model is None:  # ask the server which model it serves
             names = policy.models()
             policy.model = names[0] if names else "default"

@@ -207,6 +207,8 @@ class EvalConfig:
     max_new_tokens: model and server policies: tokens generated per step at most.
     kv_cache_mb: in-process model policies: MB of prefix KV cache (0: off, the default), so a turn prefills
       only what its context added to earlier ones; exact, so it changes costs, not rows' actions or keys.
+    concurrency: served policies: requests in flight at once (a lockstep turn's contexts go to the server
+      together; set it to the server's parallel slots). Part of no key: answers are the same requests.
     rm: what scores Best-of-N and beam candidates (greedy uses none). oracle (the env's progress + success:
       an upper bound), random[:SEED] (chance), an explicit RM directory (`agentrm train` output or an HF
       sequence classifier; `explicit:DIR` also works), judge:bundled|MODEL_PATH|URL[#model] (LLM as a
@@ -233,6 +235,7 @@ class EvalConfig:
     policy_seed: int = 0
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     kv_cache_mb: float = 0.0
+    concurrency: int = 1
     rm: str = "oracle"
     rm_batch_size: int = 8
     envs: tuple[str, ...] = ("maze",)
@@ -259,6 +262,9 @@ class EvalConfig:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         check_kv_cache_mb(self.kv_cache_mb)
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1 (a served policy's requests in flight), "
+                             f"got {self.concurrency!r}")
         if self.rm_batch_size < 1:
             raise ValueError(f"rm_batch_size must be >= 1, got {self.rm_batch_size}")
         if not self.envs:

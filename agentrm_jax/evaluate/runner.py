@@ -187,7 +187,8 @@ class EpisodeRunner:
             probe = _new_env(env, cfg.split)
             probe.reset(seed)
             return make_policy(cfg.policy, probe, seed=cfg.policy_seed, noise=cfg.noise)
-        self._policy = make_policy(cfg.policy, None, max_new_tokens=cfg.max_new_tokens, kv_cache_mb=cfg.kv_cache_mb)
+        self._policy = make_policy(cfg.policy, None, max_new_tokens=cfg.max_new_tokens, kv_cache_mb=cfg.kv_cache_mb,
+                                   concurrency=cfg.concurrency)
         return self._policy
 
     @property

@@ -27,7 +27,7 @@ __all__ = ["ExploreConfig", "ExploreConfigError", "VALUE_KINDS", "parse_seeds"]
 VALUE_KINDS = ("success", "progress")
 _TASK_POLICIES = ("expert", "random")
 _MODEL_POLICIES = ("bundled",)
-_NOT_TREE_FIELDS = ("seeds", "output", "workers", "ray", "gpus_per_worker", "kv_cache_mb")
+_NOT_TREE_FIELDS = ("seeds", "output", "workers", "ray", "gpus_per_worker", "kv_cache_mb", "concurrency")
 EXAMPLE = "configs/explore_cpu.yaml"
 
 
@@ -68,6 +68,7 @@ class ExploreConfig:
     max_turns: the env's turn limit (None: its default); batch_trees: trees grown in lockstep per chunk
       (one batched policy call per turn across them; part of the tree config, since batching moves seeds)
     kv_cache_mb: in-process model policies: MB of prefix KV cache (0: off); exact, so not a tree field
+    concurrency: served policies: requests in flight at once (a batched call's contexts); not a tree field
     seed: the sampling seed of the run; policy_seed / noise: the expert's or random policy's seed and noise
     workers: worker processes (local), or Ray actors with `ray`
     ray: None (no Ray), "local" (start a local Ray runtime on 127.0.0.1) or the address of a running
@@ -82,6 +83,7 @@ class ExploreConfig:
     policy_seed: int = 0
     max_new_tokens: int = 96
     kv_cache_mb: float = 0.0
+    concurrency: int = 1
     simulations: int = 16
     k: int = 4
     rollouts: int = 2
@@ -122,6 +124,7 @@ class ExploreConfig:
             check_kv_cache_mb(self.kv_cache_mb)
         except ValueError as e:
             raise ExploreConfigError(str(e), "kv_cache_mb") from None
+        _int("concurrency", self.concurrency, 1)
         _int("simulations", self.simulations, 1)
         _int("k", self.k, 1)
         _int("rollouts", self.rollouts, 1)

@@ -117,7 +117,8 @@ def policy_maker(cfg: ExploreConfig, factory: Callable[[], object]) -> Callable[
             probe.reset(seed)
             return make_policy(cfg.policy, probe, seed=cfg.policy_seed, noise=cfg.noise)
         return policy_for
-    shared = make_policy(cfg.policy, None, max_new_tokens=cfg.max_new_tokens, kv_cache_mb=cfg.kv_cache_mb)
+    shared = make_policy(cfg.policy, None, max_new_tokens=cfg.max_new_tokens, kv_cache_mb=cfg.kv_cache_mb,
+                         concurrency=cfg.concurrency)
     return lambda seed: shared
 
 

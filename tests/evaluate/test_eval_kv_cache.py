@@ -79,3 +79,26 @@ def test_the_flags_reach_the_configs_and_the_policy(monkeypatch, capsys):
     monkeypatch.setattr(factory, "make_policy", fake_make_policy)
     assert main(["play", "--env", "maze", "--policy", "expert", "--kv-cache-mb", "32", "--max-turns", "1"]) == 0
     assert seen["kv_cache_mb"] == 32.0
+
+
+def test_concurrency_reaches_a_served_policy_from_flags_and_configs(capsys):
+    """`concurrency` (a served policy's requests in flight) goes from eval / explore flags and configs
+    to the OpenAIPolicy; it decides no tree; a bad value is one line naming the key."""
+    from agentrm_jax.agents.factory import make_policy
+    from agentrm_jax.cli import build_parser, main
+    from agentrm_jax.evaluate.commands import _config_from_args
+    from agentrm_jax.evaluate.runner import EpisodeRunner
+    from agentrm_jax.explore.commands import _config as explore_config
+
+    parser = build_parser()
+    url = "http://127.0.0.1:9/v1#served"  # a named model: no request is made
+    cfg = _config_from_args(parser.parse_args(["eval", "--policy", url, "--concurrency", "4"]))
+    assert cfg.concurrency == 4 and EvalConfig().concurrency == 1
+    assert EpisodeRunner(cfg).policy_for("maze", 0).concurrency == 4
+    assert make_policy(url).concurrency == 1
+    explore = explore_config(parser.parse_args(["explore", "--env", "maze", "--seeds", "0", "--concurrency", "3"]))
+    assert explore.concurrency == 3 and explore.fingerprint() == explore.replace(concurrency=1).fingerprint()
+    with pytest.raises(ValueError, match=r"^config: concurrency must be an integer >= 1"):
+        EvalConfig.from_dict({"concurrency": 0}, source="config")
+    assert main(["explore", "--env", "maze", "--seeds", "0", "--concurrency", "0"]) != 0
+    assert "concurrency must be an integer >= 1" in capsys.readouterr().err
