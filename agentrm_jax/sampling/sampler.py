@@ -75,6 +75,9 @@ from agentrm_jax.sampling.strategies import SamplingStrategy, select_next
 Prompt = str | Sequence[dict[str, str]]
 
 MIN_PROMPT_BUCKET = 16
+# A prompt of a call whose uncached part passes both is prefilled alone first (`Sampler._warm_long_misses`).
+WARM_MIN_TOKENS = 256
+WARM_RATIO = 4
 STOP_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
 MIN_SHARED_PREFIX = 16  # a call's common prefix shorter than this is not split off (see _shared_length)
 
@@ -200,6 +203,7 @@ class SamplerStats:
     # prefilled + cache_hit + shared = prompt tokens
     shared_tokens: int = 0
     cache_evictions: int = 0  # prefix-cache blocks evicted to make room
+    warmed_rows: int = 0  # prompts that missed far more than their call's others, prefilled alone first
     cache_bytes: int = 0  # bytes of KV the prefix cache holds now
 
 
@@ -348,6 +352,8 @@ class Sampler:
             seen[ids] = k + 1
             streams.append((prompt_hash(ids), k * n))
         hits = [self.cache.lookup(p) for p in prompt_ids] if self.cache is not None else [[] for _ in prompt_ids]
+        if self.cache is not None:
+            hits = self._warm_long_misses(graphdef, params, prompt_ids, hits)
         shared_len = self._shared_length(prompt_ids, n)
         chunks = balanced_chunks(len(prompt_ids), self.max_batch)
         shape = self._call_shape(prompt_ids, hits, shared_len, chunks, next_power_of_two(max_new_tokens, 8))
@@ -381,6 +387,40 @@ class Sampler:
         self.cache.insert(cache.keys, cache.values, rows)
         self.stats.cache_evictions = self.cache.stats.evictions
         self.stats.cache_bytes = self.cache.bytes_held
+
+    def _warm_long_misses(self, graphdef, params, prompts, hits):
+        """Prefills alone, into the prefix cache, the uncached bulk of each prompt that misses far more
+        than the call's typical one; returns the lookups of every prompt after those inserts.
+
+        Every chunk of a call pads its rows to the call's longest uncached suffix, so one context that
+        misses (cut anew to fit the window, or evicted) in a lockstep turn of 20 would make every row
+        prefill thousands of padding positions. A prompt whose uncached part is over WARM_MIN_TOKENS and
+        WARM_RATIO x the median is prefilled by itself at batch 1 up to the median's length from its end
+        (whole blocks) and stored; it then joins its chunk as a hit. Exact, as every cache hit is.
+        """
+        block = self.cache.block
+        if len(prompts) < 2:
+            return hits
+        uncached = [len(p) - len(h) * block for p, h in zip(prompts, hits)]
+        typical = int(np.median(uncached))
+        limit = max(WARM_MIN_TOKENS, WARM_RATIO * typical)
+        warm = [i for i, u in enumerate(uncached) if u > limit]
+        for i in warm:
+            h = self.cache.lookup(prompts[i])  # again: an earlier warm's insert may have evicted blocks
+            cached = len(h) * block
+            end = (len(prompts[i]) - typical) // block * block
+            if end <= cached:
+                continue
+            _, cache, firsts = self._prefill_rows(graphdef, params, [prompts[i][:end]], [h], None, 1, None,
+                                                  with_logits=False)
+            self.cache.insert(cache.keys, cache.values, [(0, prompts[i][:end], cached, firsts[0])])
+            # the warm counted `cached` as hits and the rest as prefilled; the chunk counts all `end` as hits
+            self.stats.cache_hit_tokens -= end
+            self.stats.warmed_rows += 1
+        if not warm:
+            return hits
+        self.stats.cache_evictions = self.cache.stats.evictions
+        return [self.cache.lookup(p) for p in prompts]
 
     def _shared_length(self, prompts, n) -> int:
         """Tokens of the call's common prefix to prefill once and hold once (`KVCache.shared`): the

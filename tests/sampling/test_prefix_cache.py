@@ -352,3 +352,30 @@ def test_bundled_model_plays_the_same_maze_episode_and_prefills_little(bundled_o
     assert stats.prefilled_tokens + stats.cache_hit_tokens == stats.prompt_tokens
     assert stats.prefilled_tokens <= 1.2 * distinct, (stats, distinct)
     assert 0 < stats.cache_bytes <= 512 * 2**20
+
+
+def test_a_row_that_misses_far_more_than_its_batch_mates_is_prefilled_alone_first(model):
+    """A lockstep turn where one context was cut anew (it misses the cache) and the others extend their
+    cached turns: the missing row is prefilled alone into the cache first, so the call pads to the
+    others' short suffixes, not to its ~500 tokens; tokens equal each row alone; the token counts add up."""
+    rng = np.random.default_rng(11)
+    system = _tokens(rng, 48)
+    contexts = [system + _tokens(rng, 20 + 3 * i) for i in range(6)]
+    sampler = Sampler(model, IdTokenizer(), prefix_cache=True, max_batch=4)
+    alone = Sampler(model, IdTokenizer(), max_batch=1)
+    first = sampler.generate_ids(contexts, max_new_tokens=4)
+    contexts = [c + list(r[0].token_ids) + _tokens(rng, 5) for c, r in zip(contexts, first)]
+    contexts[2] = system + _tokens(rng, 500)  # cut anew: nothing after the system prompt is cached
+    shapes = []
+    plan = sampler._call_shape
+    sampler._call_shape = lambda *a: shapes.append(plan(*a)) or shapes[-1]
+    before = dataclasses.replace(sampler.stats)
+    got = sampler.generate_ids(contexts, max_new_tokens=4)
+    assert [r[0].token_ids for r in got] == [alone.generate_ids([c], max_new_tokens=4)[0][0].token_ids
+                                             for c in contexts]
+    assert sampler.stats.warmed_rows - before.warmed_rows == 1
+    assert shapes[-1].suffix_slots <= 32  # the others' ~10 new tokens, bucketed; ~500 without the warm
+    work = {f: getattr(sampler.stats, f) - getattr(before, f)
+            for f in ("prefilled_tokens", "cache_hit_tokens", "shared_tokens")}
+    assert sum(work.values()) == sum(map(len, contexts)), work
+    assert work["prefilled_tokens"] < 500 + 6 * 16
