@@ -245,9 +245,10 @@ def shorten_context(messages: list[dict[str, str]], steps: int = 1) -> list[dict
     """A shorter copy of a context for a model with too few positions, or None when nothing can go.
 
     Drops the `steps` oldest steps of the task (each its assistant turn and
-    observation), at most all but the latest one; when only the latest step is
-    left, the worked example instead. The task's first observation and the
-    latest observation are always kept.
+    observation; at least one, at most all but the latest one); when only the
+    latest step is left, the worked example instead. The task's first
+    observation and the latest step are always kept (for a context that ends
+    with an assistant turn, that turn alone).
     """
     messages = [dict(m) for m in messages]
     t = _task_index(messages)
@@ -269,10 +270,11 @@ def stable_drop_counts(step_tokens: Sequence[int], quantum: int) -> list[int]:
     step_tokens: [steps] the size of each step of the task (assistant turn and
     observation), oldest first, in tokens; quantum: tokens, >= 1.
 
-    The m-th count is the fewest oldest steps whose sizes add up to at least
-    m * quantum; the last count keeps only the latest step. Earlier steps'
-    sizes do not change as an episode grows, so a longer history's counts
-    begin with a shorter one's: turn after turn the same count is chosen and
+    The counts are those at which the oldest steps' sizes first add up to
+    another multiple of quantum (one count when a big step passes several),
+    then the count that keeps only the latest step. Earlier steps' sizes do
+    not change as an episode grows, so a longer history's counts begin with
+    a shorter one's but its last: turn after turn the same count is chosen and
     each context extends the previous one (a prefix-cache hit) until about
     `quantum` more tokens have arrived, instead of a different cut, and a full
     prefill, on every turn. quantum=1 drops one step at a time.
@@ -302,8 +304,10 @@ def shortened_contexts(messages: list[dict[str, str]], count_tokens: Callable[[s
     """
     t = _task_index(messages)
     after = messages[t + 1:]
+    # the steps `shorten_context` can drop, then its "latest" (an observation's step, or a lone last turn)
+    droppable = (len(after) - 1) // 2
     sizes = [count_tokens(str(after[i].get("content", ""))) + count_tokens(str(after[i + 1].get("content", "")))
-             for i in range(0, len(after) - 1, 2)]
+             for i in range(0, 2 * droppable, 2)] + ([0] if after else [])
     counts = stable_drop_counts(sizes, quantum)
     for count in counts:
         yield shorten_context(messages, steps=count)

@@ -396,7 +396,9 @@ class Sampler:
         misses (cut anew to fit the window, or evicted) in a lockstep turn of 20 would make every row
         prefill thousands of padding positions. A prompt whose uncached part is over WARM_MIN_TOKENS and
         WARM_RATIO x the median is prefilled by itself at batch 1 up to the median's length from its end
-        (whole blocks) and stored; it then joins its chunk as a hit. Exact, as every cache hit is.
+        (whole blocks) and stored; it then joins its chunk as a hit. Exact, as every cache hit is. Only
+        where the cache has free room for it (a full cache would evict the other rows' hits to make it);
+        a cache too small for a lockstep group's contexts loses this, as it loses their hits.
         """
         block = self.cache.block
         if len(prompts) < 2:
@@ -409,14 +411,15 @@ class Sampler:
             h = self.cache.lookup(prompts[i])  # again: an earlier warm's insert may have evicted blocks
             cached = len(h) * block
             end = (len(prompts[i]) - typical) // block * block
-            if end <= cached:
+            # only into free room: evicting would take the blocks this call's other rows just looked up
+            if end <= cached or (end - cached) // block > self.cache.capacity - self.cache.blocks:
                 continue
             _, cache, firsts = self._prefill_rows(graphdef, params, [prompts[i][:end]], [h], None, 1, None,
                                                   with_logits=False)
-            self.cache.insert(cache.keys, cache.values, [(0, prompts[i][:end], cached, firsts[0])])
+            stored = self.cache.insert(cache.keys, cache.values, [(0, prompts[i][:end], cached, firsts[0])])
             # the warm counted `cached` as hits and the rest as prefilled; the chunk counts all `end` as hits
             self.stats.cache_hit_tokens -= end
-            self.stats.warmed_rows += 1
+            self.stats.warmed_rows += stored == (end - cached) // block
         if not warm:
             return hits
         self.stats.cache_evictions = self.cache.stats.evictions

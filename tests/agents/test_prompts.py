@@ -255,3 +255,8 @@ def test_shortened_contexts_end_with_the_example_dropped():
     assert [count_steps(m) for m in tries] == [1, 1]
     assert ONE_SHOT["maze"][0] in tries[0][1]["content"] and ONE_SHOT["maze"][0] not in tries[1][1]["content"]
     assert list(shortened_contexts(build_messages(long.prefix(0), one_shot=False), _words, 4)) == []
+    # a context that ends with an assistant turn: that turn is the latest step, and the example goes last
+    odd = build_messages(long) + [{"role": "assistant", "content": "Thought: x\nAction: a4"}]
+    tries = list(shortened_contexts(odd, _words, quantum=1))
+    assert [count_steps(m) for m in tries] == [3, 2, 1, 1] and tries[-1][-1] == odd[-1]
+    assert ONE_SHOT["maze"][0] in tries[-2][1]["content"] and ONE_SHOT["maze"][0] not in tries[-1][1]["content"]

@@ -374,7 +374,7 @@ def test_a_row_that_misses_far_more_than_its_batch_mates_is_prefilled_alone_firs
     assert [r[0].token_ids for r in got] == [alone.generate_ids([c], max_new_tokens=4)[0][0].token_ids
                                              for c in contexts]
     assert sampler.stats.warmed_rows - before.warmed_rows == 1
-    assert shapes[-1].suffix_slots <= 32  # the others' ~10 new tokens, bucketed; ~500 without the warm
+    assert shapes[-1].suffix_slots <= 64  # the others' ~10 new tokens, bucketed; ~500 without the warm
     work = {f: getattr(sampler.stats, f) - getattr(before, f)
             for f in ("prefilled_tokens", "cache_hit_tokens", "shared_tokens")}
     assert sum(work.values()) == sum(map(len, contexts)), work
