@@ -308,10 +308,10 @@ def shortened_contexts(messages: list[dict[str, str]], count_tokens: Callable[[s
     droppable = (len(after) - 1) // 2
     sizes = [count_tokens(str(after[i].get("content", ""))) + count_tokens(str(after[i + 1].get("content", "")))
              for i in range(0, 2 * droppable, 2)] + ([0] if after else [])
-    counts = stable_drop_counts(sizes, quantum)
-    for count in counts:
-        yield shorten_context(messages, steps=count)
-    latest_only = shorten_context(messages, steps=counts[-1]) if counts else messages
+    latest_only = messages
+    for count in stable_drop_counts(sizes, quantum):
+        latest_only = shorten_context(messages, steps=count)
+        yield latest_only
     without_example = shorten_context(latest_only)
     if without_example is not None:
         yield without_example

@@ -407,6 +407,8 @@ class Sampler:
         typical = int(np.median(uncached))
         limit = max(WARM_MIN_TOKENS, WARM_RATIO * typical)
         warm = [i for i, u in enumerate(uncached) if u > limit]
+        if not warm:
+            return hits
         for i in warm:
             h = self.cache.lookup(prompts[i])  # again: an earlier warm's insert may have evicted blocks
             cached = len(h) * block
@@ -420,8 +422,6 @@ class Sampler:
             # the warm counted `cached` as hits and the rest as prefilled; the chunk counts all `end` as hits
             self.stats.cache_hit_tokens -= end
             self.stats.warmed_rows += stored == (end - cached) // block
-        if not warm:
-            return hits
         self.stats.cache_evictions = self.cache.stats.evictions
         return [self.cache.lookup(p) for p in prompts]
 

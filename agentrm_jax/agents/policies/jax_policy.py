@@ -87,11 +87,12 @@ class JaxPolicy:
 
     def _encode(self, context: Messages) -> list[int]:
         budget = self.max_positions - self.max_new_tokens
-        ids = self.sampler.encode(list(context))
+        messages = list(context)
+        ids = self.sampler.encode(messages)
         if len(ids) <= budget:
             return ids
         # the oldest steps in blocks of about drop_tokens (stable from turn to turn), then the worked example
-        for shorter in shortened_contexts(list(context), self._count_tokens, self.drop_tokens):
+        for shorter in shortened_contexts(messages, self._count_tokens, self.drop_tokens):
             ids = self.sampler.encode(shorter)
             if len(ids) <= budget:
                 return ids
