@@ -79,6 +79,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
     if not 0.0 <= args.noise <= 1.0:
         raise ValueError(f"--noise must be in [0, 1], got {args.noise}")
     kv_cache_mb = factory.check_kv_cache_mb(args.kv_cache_mb, "--kv-cache-mb")
+    drop_tokens = factory.check_drop_tokens(args.drop_tokens, "--drop-tokens")
     say = lambda text: print(text, flush=True)  # noqa: E731  every line reaches the user at once
     say(f"agentrm play: {args.env} ({args.split} split), task {args.seed}, policy {_policy_label(args.policy, args.model)}")
     env = factory.make_env(args.env, seed=args.seed, split=args.split)
@@ -93,7 +94,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
         use_persistent_compile_cache()
     policy = factory.make_policy(args.policy, env, model=args.model, seed=args.seed, noise=args.noise,
-                                 max_new_tokens=args.max_new_tokens, timeout=args.timeout, kv_cache_mb=kv_cache_mb)
+                                 max_new_tokens=args.max_new_tokens, timeout=args.timeout, kv_cache_mb=kv_cache_mb,
+                                 drop_tokens=drop_tokens)
     t_load = time.perf_counter() - t0
     if in_process:
         say(f"loaded in {t_load:.1f} s")
@@ -190,6 +192,10 @@ def register(subparsers) -> None:
     play.add_argument("--kv-cache-mb", type=float, default=0.0,
                       help="in-process model policies: MB of prefix KV cache, so a turn prefills only what its "
                            "context added (default 0 = off)")
+    play.add_argument("--drop-tokens", type=int, default=None,
+                      help="in-process model policies: a context longer than the model's window loses its oldest "
+                           "steps in blocks of this many tokens (default a quarter of the window; 1: one step at "
+                           "a time)")
     play.add_argument("--noise", type=float, default=0.0,
                       help="with expert: probability of a random action instead of the plan's (default 0)")
     play.add_argument("--timeout", type=float, default=60.0, help="with a URL: seconds per request (default 60)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["check_kv_cache_mb", "make_env", "make_policy"]
+__all__ = ["check_drop_tokens", "check_kv_cache_mb", "make_env", "make_policy"]
 
 
 def check_kv_cache_mb(value, where: str = "kv_cache_mb") -> float:
@@ -14,6 +14,17 @@ def check_kv_cache_mb(value, where: str = "kv_cache_mb") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
         raise ValueError(f"{where} must be a number of MB >= 0 (0 turns the prefix KV cache off), got {value!r}")
     return float(value)
+
+
+def check_drop_tokens(value, where: str = "drop_tokens") -> int | None:
+    """`value` as the block in tokens in which overlong contexts lose their oldest steps (None: the policy's
+    default), or a ValueError naming `where` (a key or a flag)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where} must be a number of tokens >= 1 (or null for a quarter of the model's "
+                         f"window), got {value!r}")
+    return value
 
 
 def make_env(name: str, *, seed: int = 0, split: str = "train", **kwargs):
@@ -31,7 +42,7 @@ def make_env(name: str, *, seed: int = 0, split: str = "train", **kwargs):
 
 def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0, noise: float = 0.0,
                 max_new_tokens: int = 96, timeout: float = 60.0, api_key_env: str = "OPENAI_API_KEY",
-                kv_cache_mb: float = 0.0, concurrency: int = 1):
+                kv_cache_mb: float = 0.0, concurrency: int = 1, drop_tokens: int | None = None):
     """A policy from its CLI name.
 
     bundled (our JAX model; `model` names another path), an offline model's name (`models.offline_models`:
@@ -42,14 +53,16 @@ def make_policy(spec: str, env=None, *, model: str | None = None, seed: int = 0,
     model, else the server's first). kv_cache_mb: our JAX policies' prefix KV cache budget in MB (0: off, the
     default; see docs/ARCHITECTURE.md); the other policies ignore it. concurrency: a served policy's requests
     in flight at once (the contexts of one call, e.g. a lockstep turn's; answers keep their order); the other
-    policies ignore it.
+    policies ignore it. drop_tokens: our JAX policies' block for cutting overlong contexts (`JaxPolicy`; None:
+    a quarter of the model's window); the other policies ignore it.
     """
     from pathlib import Path
 
     from agentrm_jax.agents.policies import JaxPolicy, OpenAIPolicy, RandomPolicy, ScriptedPolicy
 
     kv_cache_mb = check_kv_cache_mb(kv_cache_mb)
-    jax_kwargs = {"max_new_tokens": max_new_tokens, "prefix_cache": kv_cache_mb > 0, "kv_cache_mb": kv_cache_mb}
+    jax_kwargs = {"max_new_tokens": max_new_tokens, "prefix_cache": kv_cache_mb > 0, "kv_cache_mb": kv_cache_mb,
+                  "drop_tokens": check_drop_tokens(drop_tokens)}
     if spec in ("bundled", "jax", "model"):
         return JaxPolicy.from_pretrained(model, **jax_kwargs)
     if spec in ("expert", "random") and env is None:

@@ -30,7 +30,8 @@ def _config_from_args(args: argparse.Namespace):
                  "policy": args.policy, "noise": args.noise, "rm": args.rm, "output": args.out,
                  "workers": args.workers, "max_turns": args.max_turns, "temperature": args.temperature,
                  "split": args.split, "max_new_tokens": args.max_new_tokens, "lockstep": args.lockstep,
-                 "kv_cache_mb": args.kv_cache_mb, "concurrency": args.concurrency}
+                 "kv_cache_mb": args.kv_cache_mb, "concurrency": args.concurrency,
+                 "drop_tokens": args.drop_tokens}
     if args.config:
         return EvalConfig.from_yaml(args.config, overrides)
     return EvalConfig.from_dict({k: v for k, v in overrides.items() if v is not None}, source="command line")
@@ -80,7 +81,7 @@ def register(subparsers) -> None:
                     "episodes already in the output are skipped, a torn last line is cut. Flags override the "
                     "config's keys; without --config everything comes from flags and defaults. Example: "
                     "agentrm eval --config configs/eval_scripted.yaml --seeds 5 --workers 2")
-    ev.add_argument("--config", help="YAML eval config (keys: policy, noise, policy_seed, max_new_tokens, kv_cache_mb, concurrency, rm, "
+    ev.add_argument("--config", help="YAML eval config (keys: policy, noise, policy_seed, max_new_tokens, kv_cache_mb, concurrency, drop_tokens, rm, "
                                      "rm_batch_size, envs, split, seeds, seed_offset, methods, temperature, "
                                      "max_turns, output, workers; see configs/eval_scripted.yaml)")
     ev.add_argument("--envs", nargs="+", help="environment names (overrides envs), e.g. --envs maze pddl")
@@ -98,6 +99,10 @@ def register(subparsers) -> None:
     ev.add_argument("--kv-cache-mb", type=float,
                     help="in-process model policies: MB of prefix KV cache, so a turn prefills only what its "
                          "context added (overrides kv_cache_mb; default 0 = off)")
+    ev.add_argument("--drop-tokens", type=int,
+                    help="in-process model policies: a context longer than the model's window loses its oldest "
+                         "steps in blocks of this many tokens (overrides drop_tokens; default a quarter of the "
+                         "window; 1: one step at a time); part of the policy label")
     ev.add_argument("--concurrency", type=int,
                     help="served (http) policies: requests in flight at once, e.g. a lockstep turn's contexts; set "
                          "it to the server's parallel slots (overrides concurrency; default 1)")

@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from agentrm_jax.agents.factory import check_kv_cache_mb
+from agentrm_jax.agents.factory import check_drop_tokens, check_kv_cache_mb
 from agentrm_jax.models.offline_models import OFFLINE_MODELS
 from agentrm_jax.yaml_config import check_keys, read_mapping
 
@@ -209,6 +209,9 @@ class EvalConfig:
       only what its context added to earlier ones; exact, so it changes costs, not rows' actions or keys.
     concurrency: served policies: requests in flight at once (a lockstep turn's contexts go to the server
       together; set it to the server's parallel slots). Part of no key: answers are the same requests.
+    drop_tokens: in-process model policies: the block, in tokens, in which a context longer than the model's
+      window loses its oldest steps (`JaxPolicy`; None: a quarter of the window). It changes what the model
+      sees past the window, so a value other than None is part of the policy label (and of row keys).
     rm: what scores Best-of-N and beam candidates (greedy uses none). oracle (the env's progress + success:
       an upper bound), random[:SEED] (chance), an explicit RM directory (`agentrm train` output or an HF
       sequence classifier; `explicit:DIR` also works), judge:bundled|MODEL_PATH|URL[#model] (LLM as a
@@ -236,6 +239,7 @@ class EvalConfig:
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     kv_cache_mb: float = 0.0
     concurrency: int = 1
+    drop_tokens: int | None = None
     rm: str = "oracle"
     rm_batch_size: int = 8
     envs: tuple[str, ...] = ("maze",)
@@ -262,6 +266,11 @@ class EvalConfig:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         check_kv_cache_mb(self.kv_cache_mb)
+        check_drop_tokens(self.drop_tokens)
+        if self.drop_tokens is not None and (self.policy in ("expert", "random")
+                                             or self.policy.startswith(("http://", "https://"))):
+            raise ValueError(f"drop_tokens applies to in-process model policies only; policy is {self.policy!r}: "
+                             f"drop drop_tokens")
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1 (a served policy's requests in flight), "
                              f"got {self.concurrency!r}")
@@ -318,9 +327,12 @@ class EvalConfig:
             return f"expert(noise={self.noise:g},seed={self.policy_seed})"
         if self.policy == "random":
             return f"random(seed={self.policy_seed})"
-        if self.max_new_tokens != DEFAULT_MAX_NEW_TOKENS:  # a model policy's replies depend on it
-            return f"{self.policy}(max_new_tokens={self.max_new_tokens})"
-        return self.policy
+        settings = []  # a model policy's replies depend on these; defaults stay out, so older rows keep their keys
+        if self.max_new_tokens != DEFAULT_MAX_NEW_TOKENS:
+            settings.append(f"max_new_tokens={self.max_new_tokens}")
+        if self.drop_tokens is not None:
+            settings.append(f"drop_tokens={self.drop_tokens}")
+        return f"{self.policy}({','.join(settings)})" if settings else self.policy
 
     @property
     def rm_label(self) -> str:

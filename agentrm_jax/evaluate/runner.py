@@ -188,7 +188,7 @@ class EpisodeRunner:
             probe.reset(seed)
             return make_policy(cfg.policy, probe, seed=cfg.policy_seed, noise=cfg.noise)
         self._policy = make_policy(cfg.policy, None, max_new_tokens=cfg.max_new_tokens, kv_cache_mb=cfg.kv_cache_mb,
-                                   concurrency=cfg.concurrency)
+                                   concurrency=cfg.concurrency, drop_tokens=cfg.drop_tokens)
         return self._policy
 
     @property

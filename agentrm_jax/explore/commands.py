@@ -20,7 +20,7 @@ __all__ = ["register"]
 # flag -> config key, for `agentrm explore`
 _FLAGS = {"env": "env", "split": "split", "seeds": "seeds", "policy": "policy", "noise": "noise",
           "policy_seed": "policy_seed", "max_new_tokens": "max_new_tokens", "kv_cache_mb": "kv_cache_mb",
-          "concurrency": "concurrency", "simulations": "simulations", "k": "k",
+          "concurrency": "concurrency", "drop_tokens": "drop_tokens", "simulations": "simulations", "k": "k",
           "rollouts": "rollouts", "temperature": "temperature", "rollout_temperature": "rollout_temperature",
           "c": "c", "prior": "prior", "value": "value", "max_depth": "max_depth", "rollout_depth": "rollout_depth",
           "max_turns": "max_turns", "batch_trees": "batch_trees", "seed": "seed", "out": "output",
@@ -153,6 +153,9 @@ def register(subparsers) -> None:
     ex.add_argument("--kv-cache-mb", type=float,
                     help="in-process model policies: MB of prefix KV cache shared by a tree's expansions and "
                          "rollouts (default 0 = off)")
+    ex.add_argument("--drop-tokens", type=int,
+                    help="in-process model policies: a context longer than the model's window loses its oldest "
+                         "steps in blocks of this many tokens (default a quarter of the window); a tree field")
     ex.add_argument("--concurrency", type=int,
                     help="served (http) policies: requests in flight at once, e.g. the contexts of a batched "
                          "expansion; set it to the server's parallel slots (default 1)")

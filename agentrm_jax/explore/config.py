@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from agentrm_jax.agents.factory import check_kv_cache_mb
+from agentrm_jax.agents.factory import check_drop_tokens, check_kv_cache_mb
 from agentrm_jax.agents.seeds import parse_seeds
 
 __all__ = ["ExploreConfig", "ExploreConfigError", "VALUE_KINDS", "parse_seeds"]
@@ -69,6 +69,8 @@ class ExploreConfig:
       (one batched policy call per turn across them; part of the tree config, since batching moves seeds)
     kv_cache_mb: in-process model policies: MB of prefix KV cache (0: off); exact, so not a tree field
     concurrency: served policies: requests in flight at once (a batched call's contexts); not a tree field
+    drop_tokens: in-process model policies: the block, in tokens, in which a context longer than the model's
+      window loses its oldest steps (None: a quarter of the window); a tree field when set
     seed: the sampling seed of the run; policy_seed / noise: the expert's or random policy's seed and noise
     workers: worker processes (local), or Ray actors with `ray`
     ray: None (no Ray), "local" (start a local Ray runtime on 127.0.0.1) or the address of a running
@@ -84,6 +86,7 @@ class ExploreConfig:
     max_new_tokens: int = 96
     kv_cache_mb: float = 0.0
     concurrency: int = 1
+    drop_tokens: int | None = None
     simulations: int = 16
     k: int = 4
     rollouts: int = 2
@@ -125,6 +128,10 @@ class ExploreConfig:
         except ValueError as e:
             raise ExploreConfigError(str(e), "kv_cache_mb") from None
         _int("concurrency", self.concurrency, 1)
+        try:
+            check_drop_tokens(self.drop_tokens)
+        except ValueError as e:
+            raise ExploreConfigError(str(e), "drop_tokens") from None
         _int("simulations", self.simulations, 1)
         _int("k", self.k, 1)
         _int("rollouts", self.rollouts, 1)
@@ -159,8 +166,13 @@ class ExploreConfig:
         return self.temperature if self.rollout_temperature is None else self.rollout_temperature
 
     def tree_fields(self) -> dict[str, Any]:
-        """The fields that decide the trees (all but seeds, output and the workers' placement), as JSON-able values."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _NOT_TREE_FIELDS}
+        """The fields that decide the trees (all but seeds, output and the workers' placement), as JSON-able values.
+
+        drop_tokens appears only when set, so trees grown before it existed keep their fingerprint."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _NOT_TREE_FIELDS}
+        if fields["drop_tokens"] is None:
+            del fields["drop_tokens"]
+        return fields
 
     def fingerprint(self) -> str:
         """sha256 (16 hex digits) of `tree_fields`: equal for configs that grow the same trees."""

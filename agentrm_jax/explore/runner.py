@@ -118,7 +118,7 @@ def policy_maker(cfg: ExploreConfig, factory: Callable[[], object]) -> Callable[
             return make_policy(cfg.policy, probe, seed=cfg.policy_seed, noise=cfg.noise)
         return policy_for
     shared = make_policy(cfg.policy, None, max_new_tokens=cfg.max_new_tokens, kv_cache_mb=cfg.kv_cache_mb,
-                         concurrency=cfg.concurrency)
+                         concurrency=cfg.concurrency, drop_tokens=cfg.drop_tokens)
     return lambda seed: shared
 
 

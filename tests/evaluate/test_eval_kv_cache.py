@@ -102,3 +102,37 @@ def test_concurrency_reaches_a_served_policy_from_flags_and_configs(capsys):
         EvalConfig.from_dict({"concurrency": 0}, source="config")
     assert main(["explore", "--env", "maze", "--seeds", "0", "--concurrency", "0"]) != 0
     assert "concurrency must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_drop_tokens_reaches_the_policy_and_labels_the_rows_only_when_set(tiny_model_dir, capsys):
+    """`drop_tokens` (how an overlong context is cut) goes from eval / explore / play flags and configs to
+    the JaxPolicy; it changes what the model sees, so a set value is part of the policy label and of the
+    tree fingerprint, while the default leaves both as they were before the knob existed."""
+    from agentrm_jax.agents.factory import make_policy
+    from agentrm_jax.cli import build_parser, main
+    from agentrm_jax.evaluate.commands import _config_from_args
+    from agentrm_jax.evaluate.runner import EpisodeRunner
+    from agentrm_jax.explore.commands import _config as explore_config
+
+    model = str(tiny_model_dir)
+    parser = build_parser()
+    cfg = _config_from_args(parser.parse_args(["eval", "--policy", model, "--drop-tokens", "40"]))
+    assert cfg.drop_tokens == 40 and cfg.policy_label == f"{model}(drop_tokens=40)"
+    assert EvalConfig(policy=model).policy_label == model
+    assert cfg.replace(max_new_tokens=8).policy_label == f"{model}(max_new_tokens=8,drop_tokens=40)"
+    assert EpisodeRunner(cfg).policy_for("maze", 0).drop_tokens == 40
+    default = make_policy(model)
+    assert default.drop_tokens == default.max_positions // 4
+
+    explore = explore_config(parser.parse_args(["explore", "--env", "maze", "--seeds", "0"]))
+    assert "drop_tokens" not in explore.tree_fields()
+    assert explore.replace(drop_tokens=40).fingerprint() != explore.fingerprint()
+
+    with pytest.raises(ValueError, match=r"^config: drop_tokens must be a number of tokens >= 1"):
+        EvalConfig.from_dict({"policy": model, "drop_tokens": 0}, source="config")
+    with pytest.raises(ValueError, match="drop_tokens applies to in-process model policies only"):
+        EvalConfig.from_dict({"policy": "expert", "drop_tokens": 40}, source="config")
+    assert main(["play", "--env", "maze", "--policy", "expert", "--drop-tokens", "0"]) != 0
+    assert "--drop-tokens must be a number of tokens >= 1" in capsys.readouterr().err
+    assert main(["explore", "--env", "maze", "--seeds", "0", "--drop-tokens", "-3"]) != 0
+    assert "--drop-tokens: drop_tokens must be a number of tokens >= 1" in capsys.readouterr().err
