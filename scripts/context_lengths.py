@@ -7,7 +7,8 @@ over the steps so far, one-shot, the model's chat template) and counts its token
 window's budget (max_position_embeddings - max_new_tokens) was cut by `JaxPolicy` (oldest steps in blocks
 of `drop_tokens`, docs/ARCHITECTURE.md), so this says whether a change to the cut could have touched a
 row. Prints one line per env: episodes, turns, the longest context, and the contexts and episodes cut.
-Served policies tokenize on their own side; their rows are counted with our tokenizer all the same.
+Rows of the expert, random and served policies are skipped. The budget uses --max-new-tokens, not each
+row's own setting (a label such as `bundled(max_new_tokens=64)` means pass --max-new-tokens 64).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             row = json.loads(line)
             env = row.get("env", "?")
-            if args.envs and env not in args.envs:
-                continue
+            label = str(row.get("policy", ""))
+            if (args.envs and env not in args.envs) or label.startswith(("expert", "random", "http")):
+                continue  # the scripted policies see no prompt; a served one tokenizes on its side
             trajectory = Trajectory.from_dict(row["trajectory"], where=f"{args.rows}:{line_no}")
             s = stats[env]
             s["episodes"] += 1

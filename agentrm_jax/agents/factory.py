@@ -22,8 +22,8 @@ def check_drop_tokens(value, where: str = "drop_tokens") -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where} must be a number of tokens >= 1 (or null for a quarter of the model's "
-                         f"window), got {value!r}")
+        raise ValueError(f"{where} must be a number of tokens >= 1 (unset: a quarter of the model's window), "
+                         f"got {value!r}")
     return value
 
 

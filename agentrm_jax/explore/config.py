@@ -132,6 +132,10 @@ class ExploreConfig:
             check_drop_tokens(self.drop_tokens)
         except ValueError as e:
             raise ExploreConfigError(str(e), "drop_tokens") from None
+        if self.drop_tokens is not None and (self.policy in _TASK_POLICIES
+                                             or self.policy.startswith(("http://", "https://"))):
+            raise ExploreConfigError(f"drop_tokens applies to in-process model policies only; policy is "
+                                     f"{self.policy!r}: drop drop_tokens", "drop_tokens")
         _int("simulations", self.simulations, 1)
         _int("k", self.k, 1)
         _int("rollouts", self.rollouts, 1)

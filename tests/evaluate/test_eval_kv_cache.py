@@ -124,7 +124,7 @@ def test_drop_tokens_reaches_the_policy_and_labels_the_rows_only_when_set(tiny_m
     default = make_policy(model)
     assert default.drop_tokens == default.max_positions // 4
 
-    explore = explore_config(parser.parse_args(["explore", "--env", "maze", "--seeds", "0"]))
+    explore = explore_config(parser.parse_args(["explore", "--env", "maze", "--seeds", "0", "--policy", "bundled"]))
     assert "drop_tokens" not in explore.tree_fields()
     assert explore.replace(drop_tokens=40).fingerprint() != explore.fingerprint()
 
@@ -136,3 +136,8 @@ def test_drop_tokens_reaches_the_policy_and_labels_the_rows_only_when_set(tiny_m
     assert "--drop-tokens must be a number of tokens >= 1" in capsys.readouterr().err
     assert main(["explore", "--env", "maze", "--seeds", "0", "--drop-tokens", "-3"]) != 0
     assert "--drop-tokens: drop_tokens must be a number of tokens >= 1" in capsys.readouterr().err
+    # a knob the policy would ignore is refused, not silently kept in a label or a fingerprint
+    assert main(["play", "--env", "maze", "--policy", "expert", "--drop-tokens", "40"]) != 0
+    assert "--drop-tokens applies to in-process model policies only" in capsys.readouterr().err
+    assert main(["explore", "--env", "maze", "--seeds", "0", "--policy", "expert", "--drop-tokens", "40"]) != 0
+    assert "drop_tokens applies to in-process model policies only" in capsys.readouterr().err
