@@ -179,7 +179,7 @@ def test_serve_starts_and_stops_cleanly(monkeypatch, capsys):
 
 def test_commands_module_exports():
     assert set(commands.__all__) == {"register"}
-    assert set(factory.__all__) == {"check_kv_cache_mb", "make_env", "make_policy"}
+    assert set(factory.__all__) == {"check_drop_tokens", "check_kv_cache_mb", "make_env", "make_policy"}
 
 
 @pytest.mark.real_model
