@@ -79,10 +79,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
     if not 0.0 <= args.noise <= 1.0:
         raise ValueError(f"--noise must be in [0, 1], got {args.noise}")
     kv_cache_mb = factory.check_kv_cache_mb(args.kv_cache_mb, "--kv-cache-mb")
-    drop_tokens = factory.check_drop_tokens(args.drop_tokens, "--drop-tokens")
-    if drop_tokens is not None and (args.policy in ("expert", "random")
-                                    or args.policy.startswith(("http://", "https://"))):
-        raise ValueError(f"--drop-tokens applies to in-process model policies only, not --policy {args.policy}")
+    drop_tokens = factory.check_drop_tokens(args.drop_tokens, "--drop-tokens", policy=args.policy)
     say = lambda text: print(text, flush=True)  # noqa: E731  every line reaches the user at once
     say(f"agentrm play: {args.env} ({args.split} split), task {args.seed}, policy {_policy_label(args.policy, args.model)}")
     env = factory.make_env(args.env, seed=args.seed, split=args.split)

@@ -16,14 +16,17 @@ def check_kv_cache_mb(value, where: str = "kv_cache_mb") -> float:
     return float(value)
 
 
-def check_drop_tokens(value, where: str = "drop_tokens") -> int | None:
+def check_drop_tokens(value, where: str = "drop_tokens", *, policy: str | None = None) -> int | None:
     """`value` as the block in tokens in which overlong contexts lose their oldest steps (None: the policy's
-    default), or a ValueError naming `where` (a key or a flag)."""
+    default), or a ValueError naming `where` (a key or a flag); with `policy` (its CLI name), also refused
+    for policies that would ignore it (expert, random, served)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{where} must be a number of tokens >= 1 (unset: a quarter of the model's window), "
                          f"got {value!r}")
+    if policy is not None and (policy in ("expert", "random") or policy.startswith(("http://", "https://"))):
+        raise ValueError(f"{where} applies to in-process model policies only; policy is {policy!r}: drop {where}")
     return value
 
 

@@ -266,11 +266,7 @@ class EvalConfig:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         check_kv_cache_mb(self.kv_cache_mb)
-        check_drop_tokens(self.drop_tokens)
-        if self.drop_tokens is not None and (self.policy in TASK_POLICIES
-                                             or self.policy.startswith(("http://", "https://"))):
-            raise ValueError(f"drop_tokens applies to in-process model policies only; policy is {self.policy!r}: "
-                             f"drop drop_tokens")
+        check_drop_tokens(self.drop_tokens, policy=self.policy)
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1 (a served policy's requests in flight), "
                              f"got {self.concurrency!r}")

@@ -129,13 +129,9 @@ class ExploreConfig:
             raise ExploreConfigError(str(e), "kv_cache_mb") from None
         _int("concurrency", self.concurrency, 1)
         try:
-            check_drop_tokens(self.drop_tokens)
+            check_drop_tokens(self.drop_tokens, policy=self.policy)
         except ValueError as e:
             raise ExploreConfigError(str(e), "drop_tokens") from None
-        if self.drop_tokens is not None and (self.policy in _TASK_POLICIES
-                                             or self.policy.startswith(("http://", "https://"))):
-            raise ExploreConfigError(f"drop_tokens applies to in-process model policies only; policy is "
-                                     f"{self.policy!r}: drop drop_tokens", "drop_tokens")
         _int("simulations", self.simulations, 1)
         _int("k", self.k, 1)
         _int("rollouts", self.rollouts, 1)
