@@ -35,6 +35,15 @@ def _policy_is(row_policy: Any, label: str) -> bool:
     return isinstance(row_policy, str) and (row_policy == label or row_policy.startswith(label + "("))
 
 
+def _one_setting(rows: Sequence[dict], policy: str) -> None:
+    """ValueError when rows of one policy carry different settings (`bundled(max_new_tokens=64)` beside
+    `bundled(max_new_tokens=96)`): their cells would mix two experiments, or silently show one of them."""
+    labels = sorted({str(r.get("policy")) for r in rows})
+    if len(labels) > 1:
+        raise ValueError(f"rows of policy {policy!r} with different settings in one table cell: "
+                         f"{', '.join(labels)}; a cell is one experiment: keep one setting's rows (or rerun with --fresh)")
+
+
 def cells(rows: Sequence[dict], *, policy: str, method: str, rm: str | None = None, kind: str | None = None,
           size: tuple[int, ...] | None = None, envs: Sequence[str] | None = None, split=None) -> dict[str, Cell]:
     """column -> Cell of one table row: the rows of `policy` and `method` (and `rm`), summarized
@@ -46,6 +55,7 @@ def cells(rows: Sequence[dict], *, policy: str, method: str, rm: str | None = No
               and (rm is None or r.get("rm") == rm) and (envs is None or r.get("env") in envs)]
     if not chosen:
         return {}
+    _one_setting(chosen, policy)
     summary = summarize(chosen, split=split)
     for key in summary.rows:
         if key.kind == (kind or method) and (size is None or key.size == size):
@@ -296,6 +306,7 @@ def _scaling(cfg, ctx, r, md, claims):
     chosen = [x for x in r if _policy_is(x.get("policy"), cfg.policy)]
     if not chosen:
         return md, claims, []
+    _one_setting(chosen, cfg.policy)
     summary = summarize(chosen, split=split)
     table = render_markdown(summary).splitlines()
     md += ["### Test-time scaling (explicit RM vs oracle pass@N vs random pick)", "", *table[2:], ""]
